@@ -1,0 +1,102 @@
+"""The `rlsys` command: `rlsys JOB [key=value ...]`, composed by Hydra from `configs/JOB.yaml`."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+
+JOBS = {
+    "pipeline": "pretrain -> SFT -> GRPO (or PPO) on the embedded task; prints held-out accuracy per stage",
+    "pretrain": "next-token pretraining on packed raw text (a tiny model on the embedded corpus by default)",
+    "sft": "supervised fine-tuning on chat data, loss on assistant tokens only (optional LoRA, packing)",
+    "grpo": "GRPO: vLLM rollouts, group-normalised advantages, policy / reference / rollout actors",
+    "ppo": "PPO: GAE with a critic, clipped policy and value losses, KL to the reference",
+}
+
+USAGE = """usage: rlsys JOB [key=value ...] [--cfg job] [-m key=a,b]
+
+Jobs:
+{jobs}
+
+Every job writes into output_dir: config.yaml, metrics.jsonl, checkpoints/ (final/ loads in transformers and vLLM).
+Keys with the same meaning in every job:
+  output_dir=DIR         where the run writes (default outputs/JOB)
+  seed=N                 random seed
+  model.path=DIR         any Hugging Face model folder (default: build a tiny model)
+  data.train=PATH        jsonl / parquet file or folder, or hf:NAME (default: the embedded arithmetic task)
+  trainer.max_steps=N    optimizer steps
+  trainer.save_every=N   checkpoint every N steps
+  resume=auto            continue from the latest checkpoint in output_dir (or resume=PATH)
+  logger=[console,jsonl,wandb]   metric sinks
+Examples:
+  rlsys pipeline
+  rlsys sft model.path=outputs/pretrain/checkpoints/final trainer.max_steps=200
+  rlsys grpo algo.kl_coef=0.02 rollout.temperature=0.8
+  rlsys sft --cfg job                  # show the composed config and exit
+  rlsys pretrain -m seed=0,1           # one run per value (Hydra multirun)
+"""
+
+
+def print_usage(stream=sys.stdout) -> None:
+    width = max(map(len, JOBS))
+    jobs = "\n".join(f"  {name:<{width}}  {text}" for name, text in JOBS.items())
+    print(USAGE.format(jobs=jobs), file=stream)
+
+
+HYDRA_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--info", "-i", "--config-dir", "-cd",
+                          "--experimental-rerun"}
+
+
+def key_value_overrides(args: list[str]) -> list[str]:
+    """The key=value overrides among the arguments, leaving out Hydra's own flags and their values."""
+    picked, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg.startswith("-"):
+            skip = arg in HYDRA_FLAGS_WITH_VALUE
+        else:
+            picked.append(arg)
+    return picked
+
+
+def fail(job: str, message: str, code: int = 2) -> None:
+    print(f"rlsys {job}: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print_usage()
+        return
+    job, overrides = argv[0], argv[1:]
+    if job not in JOBS:
+        print_usage(sys.stderr)
+        fail(job, f"unknown job '{job}'; choose one of: {', '.join(JOBS)}.")
+    if any(arg in ("-h", "--help") for arg in overrides):
+        print(f"rlsys {job}: {JOBS[job]}\n")
+        print_usage()
+        return
+
+    from rlsys.config.compose import CONFIG_DIR, register_schema
+    from rlsys.config.validate import ConfigError, check_overrides
+
+    groups = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}
+    try:
+        check_overrides(key_value_overrides(overrides), groups)
+    except ConfigError as err:
+        fail(job, str(err))
+
+    import hydra
+
+    from launchers.run import run_job
+
+    register_schema()
+    sys.argv = [f"rlsys {job}", *overrides]
+    hydra.main(config_path=str(CONFIG_DIR), config_name=job, version_base=None)(run_job)()
+
+
+if __name__ == "__main__":
+    main()

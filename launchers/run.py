@@ -1,0 +1,84 @@
+"""Run one composed job: check the config, pick the controller, turn known failures into one clear message."""
+from __future__ import annotations
+
+import sys
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+
+def _output_dir_for_sweep(cfg: DictConfig) -> None:
+    """In a multirun every run gets its own subfolder, named after its overrides (e.g. seed=1)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        hydra_cfg = HydraConfig.get()
+    except ValueError:
+        return
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        subdir = hydra_cfg.job.override_dirname or str(hydra_cfg.job.num)
+        with open_dict(cfg):
+            cfg.output_dir = f"{cfg.output_dir}/{subdir}"
+
+
+def controller(job: str):
+    """The function that runs a job, imported late so `rlsys --help` stays fast."""
+    if job in ("pretrain", "sft"):
+        from rlsys.trainers.supervised import train
+        return train
+    if job in ("grpo", "ppo"):
+        from rlsys.trainers.rl import train
+        return train
+    if job == "pipeline":
+        from rlsys.trainers.pipeline import run
+        return run
+    raise KeyError(job)
+
+
+def user_message(err: BaseException) -> str | None:
+    """The message to show for a failure the user can fix, or None for a bug (shown with its traceback)."""
+    from rlsys.errors import RlsysError
+
+    cause = getattr(err, "cause", None)  # a Ray task error carries the actor's original exception
+    if isinstance(cause, BaseException) and cause is not err:
+        found = user_message(cause)
+        if found:
+            return found
+    if isinstance(err, RlsysError):
+        return str(err).strip().splitlines()[-1] if "Traceback" in str(err) else str(err)
+    if isinstance(err, (FileNotFoundError, PermissionError, IsADirectoryError)):
+        return f"{err.strerror}: {err.filename}" if err.filename else str(err)
+    if type(err).__name__ in ("ActorDiedError", "RayActorError"):
+        return f"a Ray actor died: {str(err).splitlines()[0]}"
+    return None
+
+
+def run_job(cfg: DictConfig) -> None:
+    from rlsys.config.validate import ConfigError, to_typed
+
+    job = cfg.get("job", "?")
+    _output_dir_for_sweep(cfg)
+    try:
+        typed = to_typed(cfg)
+    except ConfigError as err:
+        print(f"rlsys {job}: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        controller(job)(typed)
+    except KeyboardInterrupt:
+        print(f"rlsys {job}: interrupted; the latest checkpoint in {typed.output_dir} is intact", file=sys.stderr)
+        sys.exit(130)
+    except Exception as err:  # noqa: BLE001 - everything the user can fix gets one line, the rest a traceback
+        message = user_message(err)
+        if message is None:
+            raise
+        print(f"rlsys {job}: error: {message}", file=sys.stderr)
+        sys.exit(1)
+
+
+def run_config(cfg: DictConfig | dict) -> None:
+    """Run a job from Python (tests, notebooks) with the same checks as the CLI."""
+    from rlsys.config.validate import to_typed
+
+    typed = to_typed(OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg)
+    controller(typed.job)(typed)

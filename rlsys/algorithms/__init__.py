@@ -1,0 +1,55 @@
+"""Pure-torch RL/SFT math: masked reductions, log-probs, KL, advantages and losses."""
+
+from rlsys.algorithms.advantages import (
+    broadcast_to_tokens,
+    gae,
+    group_normalized_advantages,
+    reinforce_plus_plus_advantages,
+    rloo_advantages,
+    token_level_rewards,
+)
+from rlsys.algorithms.kl import (
+    KL_ESTIMATORS,
+    AdaptiveKLController,
+    FixedKLController,
+    KLController,
+    build_kl_controller,
+    kl_penalty,
+)
+from rlsys.algorithms.masked import (
+    AGGREGATION_MODES,
+    aggregate_loss,
+    masked_mean,
+    masked_sum,
+    masked_var,
+    masked_whiten,
+)
+from rlsys.algorithms.policy import kl_loss, policy_loss, value_loss
+from rlsys.algorithms.supervised import cross_entropy_loss, entropy_from_logits, token_logprobs
+
+__all__ = [
+    "AGGREGATION_MODES",
+    "KL_ESTIMATORS",
+    "AdaptiveKLController",
+    "FixedKLController",
+    "KLController",
+    "aggregate_loss",
+    "broadcast_to_tokens",
+    "build_kl_controller",
+    "cross_entropy_loss",
+    "entropy_from_logits",
+    "gae",
+    "group_normalized_advantages",
+    "kl_loss",
+    "kl_penalty",
+    "masked_mean",
+    "masked_sum",
+    "masked_var",
+    "masked_whiten",
+    "policy_loss",
+    "reinforce_plus_plus_advantages",
+    "rloo_advantages",
+    "token_level_rewards",
+    "token_logprobs",
+    "value_loss",
+]

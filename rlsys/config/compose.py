@@ -1,0 +1,27 @@
+"""Hydra composition from Python: the job presets in `configs/`, used by the pipeline and by tests."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
+
+from rlsys.config.schema import JobConfig
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+def register_schema() -> None:
+    """Make the typed schema the first default of every preset, so Hydra checks what it composes."""
+    ConfigStore.instance().store(name="rlsys_schema", node=JobConfig)
+
+
+def compose_job(job: str, overrides: list[str] | None = None) -> DictConfig:
+    """The config `rlsys JOB overrides...` would run with (not yet checked: see validate.to_typed)."""
+    register_schema()
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name=job, overrides=list(overrides or []))
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        return compose(config_name=job, overrides=list(overrides or []))

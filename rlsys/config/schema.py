@@ -1,0 +1,185 @@
+"""The typed schema of every rlsys job. One schema for all jobs, so a key means the same everywhere.
+
+Presets in `configs/` only set values; a key that is not declared here is an error.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+
+@dataclass
+class TinyModelConfig:
+    """Shape of the model built when `model.path` is not given (vLLM's CPU backend wants head_dim 64)."""
+    arch: str = "qwen2"
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 2
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = False
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: List[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass
+class ModelConfig:
+    path: Optional[str] = None  # any Hugging Face model directory; None builds a tiny model
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    gradient_checkpointing: bool = False
+    dtype: str = "auto"  # auto: bf16 on GPU, fp32 on CPU
+
+
+@dataclass
+class TaskConfig:
+    """The embedded arithmetic task, used when `data.train` is not given."""
+    seed: int = 0
+    heldout_size: int = 500
+
+
+@dataclass
+class DataConfig:
+    train: Optional[str] = None  # jsonl / json / parquet file or folder, or hf:<dataset name>; None: embedded task
+    eval: Optional[str] = None  # held-out prompts with answers; None: the embedded held-out split
+    split: str = "train"
+    columns: Dict[str, str] = field(default_factory=dict)  # rlsys name -> your column, e.g. {messages: conversation}
+    max_length: int = 256
+    packing: bool = False
+    on_error: str = "fail"  # fail | skip: what to do with a malformed row
+    task: TaskConfig = field(default_factory=TaskConfig)
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 100
+    batch_size: int = 32  # sequences (RL: prompts) per step, over all ranks
+    micro_batch_size: int = 8  # sequences per rank per forward/backward
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    lr_schedule: str = "cosine"  # cosine | constant
+    warmup_steps: int = 10
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    save_every: int = 0  # 0: only the final checkpoint
+    keep_last: int = 2
+    eval_every: int = 0  # 0: evaluate only at the end
+    eval_samples: int = 200
+    log_every: int = 1
+
+
+@dataclass
+class DeepSpeedConfig:
+    zero_stage: int = 2
+    offload_optimizer: bool = False
+    offload_params: bool = False
+
+
+@dataclass
+class GroupResources:
+    """One actor group: `num_ranks` actors, each on `gpus_per_rank` GPUs (or `cpus_per_rank` CPUs)."""
+    num_ranks: int = 1
+    gpus_per_rank: float = 1.0
+    cpus_per_rank: float = 1.0
+
+
+@dataclass
+class ClusterConfig:
+    address: Optional[str] = None  # None: start a local Ray; "auto" or ray://host:port joins a cluster
+    device: str = "auto"  # auto | cpu | cuda
+    num_cpus: Optional[int] = None  # local Ray only: logical CPUs (default: what the roles ask for)
+    num_gpus: Optional[int] = None  # local Ray only: GPUs to offer (default: those visible)
+    placement_strategy: str = "PACK"  # PACK | SPREAD | STRICT_PACK | STRICT_SPREAD
+    colocate: bool = False  # roles share devices instead of each having its own
+    policy: GroupResources = field(default_factory=lambda: GroupResources(num_ranks=2))
+    reference: GroupResources = field(default_factory=GroupResources)
+    critic: GroupResources = field(default_factory=GroupResources)
+    reward: GroupResources = field(default_factory=GroupResources)
+    node_resources: Dict[str, Dict[str, float]] = field(default_factory=dict)  # role -> extra Ray resources
+
+
+@dataclass
+class RolloutConfig:
+    backend: str = "vllm"  # vllm | hf
+    num_engines: int = 1
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.5  # on CPU: fraction of RAM for vLLM's KV cache
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    max_new_tokens: int = 16
+    stop: List[str] = field(default_factory=list)
+    weight_sync_bucket_mb: float = 64.0
+
+
+@dataclass
+class AlgoConfig:
+    name: str = "grpo"  # grpo | ppo | rloo | reinforce_pp
+    n_samples: int = 8
+    advantage: str = "group"  # group | gae | rloo | reinforce_pp
+    scale_by_std: bool = True  # false: Dr.GRPO
+    epochs: int = 1
+    mini_batch_size: int = 0  # prompts per policy update; 0: the whole step batch
+    clip_low: float = 0.2
+    clip_high: float = 0.2
+    dual_clip: Optional[float] = None
+    loss_aggregation: str = "token_mean"  # token_mean | seq_mean_token_mean | seq_mean_token_sum_norm
+    kl_coef: float = 0.0
+    kl_estimator: str = "k3"  # k1 | k2 | k3
+    kl_in_reward: bool = False  # PPO style: penalty in the reward; otherwise a loss term (GRPO)
+    kl_controller: str = "fixed"  # fixed | adaptive
+    kl_target: float = 0.1
+    kl_horizon: int = 10000
+    entropy_coef: float = 0.0
+    gamma: float = 1.0
+    lam: float = 0.95
+    value_clip: float = 0.2
+    critic_lr: float = 1e-3
+    critic_warmup_steps: int = 0
+
+
+@dataclass
+class RewardTerm:
+    type: str = "rule"  # rule | function | model
+    name: Optional[str] = None
+    path: Optional[str] = None  # function: file.py:function; model: a reward model directory
+    weight: float = 1.0
+    pattern: Optional[str] = None
+
+
+@dataclass
+class WandbConfig:
+    project: str = "rlsys"
+    entity: Optional[str] = None
+    name: Optional[str] = None
+    mode: str = "online"  # online | offline | disabled
+    tags: List[str] = field(default_factory=list)
+
+
+@dataclass
+class PipelineConfig:
+    rl: str = "grpo"  # grpo | ppo
+    stages: Dict[str, List[str]] = field(default_factory=dict)  # stage -> overrides for that stage
+
+
+@dataclass
+class JobConfig:
+    job: str = "sft"
+    output_dir: str = "outputs/${job}"
+    seed: int = 0
+    resume: Any = False  # auto | a checkpoint path | false
+    logger: List[str] = field(default_factory=lambda: ["console", "jsonl"])
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    reward: List[RewardTerm] = field(default_factory=lambda: [RewardTerm(name="answer_match")])
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)

@@ -1,0 +1,170 @@
+"""Turn a composed config into a typed, checked one, or one readable error that names the key and the fix."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from rlsys.config.schema import JobConfig
+from rlsys.errors import RlsysError
+
+JOBS = ("pretrain", "sft", "grpo", "ppo", "pipeline")
+
+CHOICES = {
+    "job": JOBS,
+    "model.dtype": ("auto", "float32", "bfloat16", "float16"),
+    "model.tiny.arch": ("qwen2", "llama"),
+    "data.on_error": ("fail", "skip"),
+    "trainer.lr_schedule": ("cosine", "constant"),
+    "deepspeed.zero_stage": (0, 1, 2, 3),
+    "cluster.device": ("auto", "cpu", "cuda"),
+    "cluster.placement_strategy": ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
+    "rollout.backend": ("vllm", "hf"),
+    "algo.name": ("grpo", "ppo", "rloo", "reinforce_pp"),
+    "algo.advantage": ("group", "gae", "rloo", "reinforce_pp"),
+    "algo.loss_aggregation": ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"),
+    "algo.kl_estimator": ("k1", "k2", "k3"),
+    "algo.kl_controller": ("fixed", "adaptive"),
+    "wandb.mode": ("online", "offline", "disabled"),
+    "pipeline.rl": ("grpo", "ppo"),
+}
+LOGGERS = ("console", "jsonl", "wandb")
+
+
+class ConfigError(RlsysError, ValueError):
+    """A config problem found before anything starts; the message is meant to be shown as it is."""
+
+
+def schema_keys(path: str = "") -> list[str] | None:
+    """The keys allowed under a dotted path of the schema, or None when the path is free-form (a dict)."""
+    node: Any = JobConfig
+    for part in [p for p in path.split(".") if p]:
+        fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else None
+        if fields is None or part not in fields:
+            return None
+        ftype = fields[part].default_factory() if fields[part].default_factory is not dataclasses.MISSING else None
+        if not dataclasses.is_dataclass(ftype):
+            return None
+        node = type(ftype)
+    return [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else None
+
+
+def unknown_key_message(full_key: str) -> str:
+    parent, _, leaf = full_key.rpartition(".")
+    allowed = schema_keys(parent) or []
+    where = f"in '{parent}'" if parent else "at the top level"
+    hint = difflib.get_close_matches(leaf, allowed, n=1)
+    suggestion = f" Did you mean '{'.'.join(filter(None, [parent, hint[0]]))}'?" if hint else ""
+    return (f"unknown config key '{full_key}'.{suggestion} Keys allowed {where}: {', '.join(allowed)}. "
+            "See the whole config with `rlsys JOB --cfg job`.")
+
+
+def check_overrides(overrides: list[str], groups: set[str]) -> None:
+    """Reject command-line overrides of unknown keys or of the wrong type, before Hydra composes anything.
+
+    `groups` are the config group names (e.g. `algo=ppo` picks a file, it does not set a value).
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException as err:
+        raise ConfigError(f"cannot parse override: {str(err).splitlines()[0]}") from None
+    schema = OmegaConf.structured(JobConfig)
+    for override in parsed:
+        key = override.key_or_group
+        if key.startswith("hydra") or key in groups or override.package is not None:
+            continue
+        parts = key.split(".")
+        for depth in range(1, len(parts) + 1):
+            allowed = schema_keys(".".join(parts[: depth - 1]))
+            if allowed is None:
+                break  # inside a free-form mapping (data.columns, pipeline.stages, ...)
+            if parts[depth - 1] not in allowed:
+                raise ConfigError(unknown_key_message(".".join(parts[:depth])))
+        if override.is_sweep_override() or override.is_delete():
+            continue
+        try:
+            OmegaConf.update(schema, key, override.value(), merge=True)
+        except ValidationError as err:
+            raise ConfigError(f"config key '{key}' cannot be {override.value()!r}: "
+                              f"{err.msg.splitlines()[0]}.") from None
+        except OmegaConfBaseException:
+            continue  # left to the full check after composition
+
+
+def to_typed(cfg: DictConfig) -> DictConfig:
+    """Merge a composed config into the schema: unknown keys and wrong types become ConfigError."""
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(JobConfig), cfg)
+        OmegaConf.resolve(typed)
+    except ConfigKeyError as err:
+        raise ConfigError(unknown_key_message(err.full_key or str(err.key))) from None
+    except ValidationError as err:
+        raise ConfigError(f"config key '{err.full_key}' has the wrong type: {err.msg.splitlines()[0]}. "
+                          f"Give it a value of type {_type_name(err)}.") from None
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"config error at '{getattr(err, 'full_key', '?')}': {str(err).splitlines()[0]}") from None
+    OmegaConf.set_struct(typed, True)
+    check_values(typed)
+    return typed
+
+
+def _type_name(err: ValidationError) -> str:
+    ref = getattr(err, "ref_type", None)
+    return getattr(ref, "__name__", None) or str(ref or "the declared type")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Impossible values: choices, signs, and batch shapes that cannot be split over the ranks."""
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        _require(value in allowed, f"config key '{key}' is {value!r}; allowed: {', '.join(map(str, allowed))}.")
+    for sink in cfg.logger:
+        _require(sink in LOGGERS, f"logger '{sink}' is unknown; allowed: {', '.join(LOGGERS)}.")
+    _require(cfg.resume in (False, None, "auto") or isinstance(cfg.resume, str),
+             f"resume is {cfg.resume!r}; use auto, a checkpoint path, or false.")
+    t = cfg.trainer
+    for key in ("max_steps", "batch_size", "micro_batch_size"):
+        _require(t[key] > 0, f"trainer.{key} must be positive, got {t[key]}.")
+    for key in ("save_every", "eval_every", "eval_samples", "warmup_steps", "keep_last"):
+        _require(t[key] >= 0, f"trainer.{key} must be zero or positive, got {t[key]}.")
+    _require(t.lr > 0, f"trainer.lr must be positive, got {t.lr}.")
+    _require(cfg.data.max_length > 8, f"data.max_length must be above 8, got {cfg.data.max_length}.")
+    for role in ("policy", "reference", "critic", "reward"):
+        group = cfg.cluster[role]
+        _require(group.num_ranks >= 1, f"cluster.{role}.num_ranks must be at least 1, got {group.num_ranks}.")
+        _require(group.gpus_per_rank >= 0 and group.cpus_per_rank > 0,
+                 f"cluster.{role}: gpus_per_rank must be >= 0 and cpus_per_rank > 0.")
+    _require(cfg.rollout.num_engines >= 1, "rollout.num_engines must be at least 1.")
+    ranks = cfg.cluster.policy.num_ranks
+    if cfg.job in ("pretrain", "sft"):
+        per_step = t.micro_batch_size * ranks
+        _require(t.batch_size % per_step == 0,
+                 f"trainer.batch_size ({t.batch_size}) must be a multiple of trainer.micro_batch_size x "
+                 f"cluster.policy.num_ranks ({t.micro_batch_size} x {ranks} = {per_step}).")
+    if cfg.job in ("grpo", "ppo"):
+        a = cfg.algo
+        _require(a.n_samples >= 1, f"algo.n_samples must be at least 1, got {a.n_samples}.")
+        _require(a.n_samples >= 2 or a.advantage not in ("group", "rloo"),
+                 f"algo.advantage={a.advantage} compares samples of one prompt: set algo.n_samples >= 2.")
+        mini = a.mini_batch_size or t.batch_size
+        _require(t.batch_size % mini == 0,
+                 f"algo.mini_batch_size ({mini}) must divide trainer.batch_size ({t.batch_size}).")
+        sequences = mini * a.n_samples
+        _require(sequences % (t.micro_batch_size * ranks) == 0,
+                 f"each update holds algo.mini_batch_size x algo.n_samples = {sequences} sequences, which must be "
+                 f"a multiple of trainer.micro_batch_size x cluster.policy.num_ranks "
+                 f"({t.micro_batch_size} x {ranks}).")
+        _require(a.advantage != "gae" or a.name == "ppo", "algo.advantage=gae needs a critic: use algo.name=ppo.")
+        _require(a.loss_aggregation != "seq_mean_token_sum_norm" or cfg.rollout.max_new_tokens > 0,
+                 "seq_mean_token_sum_norm needs rollout.max_new_tokens > 0.")

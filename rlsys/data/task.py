@@ -1,0 +1,241 @@
+"""The embedded arithmetic task: a seeded, deterministic generator of "What is 37 + 48?" problems.
+
+One :class:`ArithmeticTask` gives every stage its data from the same pool of problems:
+plain-text documents for pretraining, chat conversations for SFT, preference pairs for
+reward-model/DPO training and prompts with reference answers for RL. A fixed
+``heldout`` split (``heldout_size`` problems) is set aside first and never appears in any
+``train`` split, so held-out accuracy measures generalisation, not memorisation.
+
+Pure Python (no torch); the same ``seed`` and knobs always give the same data.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from dataclasses import dataclass
+
+SPLITS = ("train", "heldout")
+OPERATIONS = ("+", "-", "*")
+# Spaces up to this size are enumerated in full; larger ones are sampled.
+_ENUMERATE_LIMIT = 250_000
+
+
+@dataclass(frozen=True)
+class Problem:
+    a: int
+    op: str
+    b: int
+    question: str
+    answer: str  # the bare number string, e.g. "85"
+
+    @property
+    def key(self) -> tuple[int, str, int]:
+        return (self.a, self.op, self.b)
+
+
+def _evaluate(a: int, op: str, b: int) -> int:
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    raise ValueError(f"Unknown operation {op!r}; allowed operations: {', '.join(OPERATIONS)}")
+
+
+@dataclass(frozen=True)
+class ArithmeticTask:
+    """Seeded arithmetic problems ``a op b`` with ``min_operand <= a, b <= max_operand``.
+
+    Difficulty knobs: the operand range and the operations. With ``allow_negative=False``
+    subtraction problems only have ``a >= b`` (answers are never negative).
+    ``train_size`` caps the train split (``None``: every problem not held out, for spaces
+    small enough to enumerate; 100k otherwise).
+    """
+
+    seed: int = 0
+    heldout_size: int = 500  # problems reserved for evaluation, never in any train split
+    min_operand: int = 0
+    max_operand: int = 99
+    operations: tuple[str, ...] = ("+",)
+    allow_negative: bool = False
+    train_size: int | None = None
+    question_template: str = "What is {a} {op} {b}?"
+    multi_turn_fraction: float = 0.2  # share of SFT conversations with 2-3 Q/A turns
+    lines_per_document: int = 16  # Q/A lines per pretraining document
+    pretrain_repeats: int = 1  # passes over the split's problems in pretrain_texts
+
+    def __post_init__(self) -> None:
+        if not self.operations:
+            raise ValueError("operations must not be empty")
+        for op in self.operations:
+            if op not in OPERATIONS:
+                raise ValueError(f"Unknown operation {op!r}; allowed operations: {', '.join(OPERATIONS)}")
+        if self.min_operand < 0 or self.max_operand < self.min_operand:
+            raise ValueError(f"need 0 <= min_operand <= max_operand, got {self.min_operand}..{self.max_operand}")
+        if self.heldout_size < 0:
+            raise ValueError(f"heldout_size must be >= 0, got {self.heldout_size}")
+        if not 0.0 <= self.multi_turn_fraction <= 1.0:
+            raise ValueError(f"multi_turn_fraction must be in [0, 1], got {self.multi_turn_fraction}")
+        if self.lines_per_document < 1 or self.pretrain_repeats < 1:
+            raise ValueError("lines_per_document and pretrain_repeats must be >= 1")
+        if self.heldout_size >= self.space_size:
+            raise ValueError(f"heldout_size {self.heldout_size} leaves no train problems (space has {self.space_size})")
+
+    # ------------------------------------------------------------------ problems
+    @property
+    def space_size(self) -> int:
+        """Number of distinct problems the knobs allow."""
+        n = self.max_operand - self.min_operand + 1
+        total = 0
+        for op in self.operations:
+            total += n * (n + 1) // 2 if (op == "-" and not self.allow_negative) else n * n
+        return total
+
+    def make_problem(self, a: int, op: str, b: int) -> Problem:
+        question = self.question_template.format(a=a, op=op, b=b)
+        return Problem(a=a, op=op, b=b, question=question, answer=str(_evaluate(a, op, b)))
+
+    def problems(self, split: str) -> list[Problem]:
+        """The problems of ``split`` ("train" or "heldout"), in a fixed seeded order."""
+        heldout, train = _split_keys(self)
+        keys = heldout if _check_split(split) == "heldout" else train
+        return [self.make_problem(*key) for key in keys]
+
+    def _rng(self, purpose: str, split: str) -> random.Random:
+        return random.Random(f"rlsys-arithmetic/{self.seed}/{purpose}/{split}")
+
+    # ------------------------------------------------------------------ stage views
+    def pretrain_texts(self, split: str) -> list[str]:
+        """Plain-text documents of ``lines_per_document`` lines "What is 37 + 48? 85"."""
+        problems = self.problems(split)
+        rng = self._rng("pretrain", split)
+        lines: list[str] = []
+        for _ in range(self.pretrain_repeats):
+            order = list(problems)
+            rng.shuffle(order)
+            lines.extend(f"{p.question} {p.answer}" for p in order)
+        k = self.lines_per_document
+        return ["\n".join(lines[i : i + k]) for i in range(0, len(lines), k)]
+
+    def sft_conversations(self, split: str) -> list[dict]:
+        """Chat conversations; each problem of the split is used once.
+
+        About ``multi_turn_fraction`` of the conversations hold 2-3 user/assistant turns.
+        """
+        problems = self.problems(split)
+        rng = self._rng("sft", split)
+        order = list(problems)
+        rng.shuffle(order)
+        conversations: list[dict] = []
+        i = 0
+        while i < len(order):
+            turns = rng.choice((2, 3)) if rng.random() < self.multi_turn_fraction else 1
+            messages: list[dict] = []
+            for p in order[i : i + turns]:
+                messages.append({"role": "user", "content": p.question})
+                messages.append({"role": "assistant", "content": p.answer})
+            conversations.append({"messages": messages})
+            i += turns
+        return conversations
+
+    def preference_pairs(self, split: str) -> list[dict]:
+        """One pair per problem: the right answer (chosen) against a plausible wrong one."""
+        rng = self._rng("preference", split)
+        pairs = []
+        for p in self.problems(split):
+            pairs.append(
+                {
+                    "prompt": [{"role": "user", "content": p.question}],
+                    "chosen": p.answer,
+                    "rejected": plausible_wrong_answer(p, rng),
+                }
+            )
+        return pairs
+
+    def rl_prompts(self, split: str) -> list[dict]:
+        """Prompts with reference answers for rule-rewarded RL (exact match on the number)."""
+        return [
+            {"messages": [{"role": "user", "content": p.question}], "answer": p.answer}
+            for p in self.problems(split)
+        ]
+
+
+def _check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"Unknown split {split!r}; allowed splits: {', '.join(SPLITS)}")
+    return split
+
+
+def _draw(task: ArithmeticTask, rng: random.Random) -> tuple[int, str, int]:
+    op = rng.choice(task.operations)
+    a = rng.randint(task.min_operand, task.max_operand)
+    b = rng.randint(task.min_operand, task.max_operand)
+    if op == "-" and not task.allow_negative and a < b:
+        a, b = b, a
+    return (a, op, b)
+
+
+@functools.lru_cache(maxsize=16)
+def _split_keys(task: ArithmeticTask) -> tuple[tuple, tuple]:
+    """(heldout keys, train keys): disjoint by construction."""
+    rng = random.Random(f"rlsys-arithmetic/{task.seed}/split")
+    ops = task.operations
+    if task.space_size <= _ENUMERATE_LIMIT:
+        r = range(task.min_operand, task.max_operand + 1)
+        keys = [
+            (a, op, b)
+            for op in ops
+            for a in r
+            for b in r
+            if not (op == "-" and not task.allow_negative and a < b)
+        ]
+        rng.shuffle(keys)
+        heldout, train = keys[: task.heldout_size], keys[task.heldout_size :]
+        if task.train_size is not None:
+            train = train[: task.train_size]
+    else:
+        want = task.heldout_size + (task.train_size if task.train_size is not None else 100_000)
+        want = min(want, task.space_size)
+        seen: set = set()
+        keys = []
+        while len(keys) < want:
+            key = _draw(task, rng)
+            if key not in seen:
+                seen.add(key)
+                keys.append(key)
+        heldout, train = keys[: task.heldout_size], keys[task.heldout_size :]
+    return tuple(heldout), tuple(train)
+
+
+def _no_carry(a: int, op: str, b: int) -> int | None:
+    """Digit-wise result with carries (or borrows) dropped: 37 + 48 -> 75, 52 - 38 -> 26."""
+    if op not in ("+", "-") or a < 0 or b < 0:
+        return None
+    out, place = 0, 1
+    while a or b:
+        da, db = a % 10, b % 10
+        digit = (da + db) % 10 if op == "+" else abs(da - db)
+        out += digit * place
+        a, b, place = a // 10, b // 10, place * 10
+    return out
+
+
+def plausible_wrong_answer(problem: Problem, rng: random.Random) -> str:
+    """A wrong answer a weak model might give: off by one, carry dropped, digits swapped, tens off."""
+    value = int(problem.answer)
+    candidates: list[int] = [value + 1, value - 1, value + 10, value - 10]
+    dropped = _no_carry(problem.a, problem.op, problem.b)
+    if dropped is not None:
+        candidates += [dropped] * 2
+    digits = str(abs(value))
+    if len(digits) >= 2:
+        swapped = digits[:-2] + digits[-1] + digits[-2]
+        candidates += [int(swapped) * (1 if value >= 0 else -1)] * 2
+    if problem.op == "*":
+        candidates += [value + problem.a, value - problem.a]
+    valid = [c for c in candidates if c != value and (c >= 0 or value < 0)]
+    if not valid:  # e.g. answer 0 with nothing non-negative but +1
+        valid = [value + 1]
+    return str(rng.choice(valid))

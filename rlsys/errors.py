@@ -1,0 +1,17 @@
+"""Errors whose message is written for the user: the CLI prints them as they are, without a traceback."""
+
+
+class RlsysError(Exception):
+    """Base of every error that names a problem in the user's input and how to fix it."""
+
+
+class DataError(RlsysError, ValueError):
+    """A data file, row or column that cannot be used."""
+
+
+class ModelError(RlsysError, ValueError):
+    """A model or tokenizer folder that cannot be used."""
+
+
+class ClusterError(RlsysError, RuntimeError):
+    """The cluster cannot host what the config asks for."""

@@ -1,0 +1,162 @@
+"""A tiny causal LM and its tokenizer, built offline (no model hub).
+
+:func:`build_tiny_model` trains a small byte-level BPE tokenizer (digits always split into
+single-digit tokens, ChatML special tokens and chat template) on text from the embedded
+arithmetic task, builds a randomly initialised Qwen2 (or Llama) ``ForCausalLM`` sized to
+that vocabulary and saves both with ``save_pretrained``, so that
+``AutoModelForCausalLM.from_pretrained(path)``, ``AutoTokenizer.from_pretrained(path)``
+and vLLM load the folder like any hub checkpoint.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import random
+from typing import Iterable
+
+ENDOFTEXT = "<|endoftext|>"
+IM_START = "<|im_start|>"
+IM_END = "<|im_end|>"
+SPECIAL_TOKENS = (ENDOFTEXT, IM_START, IM_END)
+
+# ChatML. The {% generation %} block marks the assistant tokens (content + <|im_end|>) so
+# that apply_chat_template(..., return_assistant_tokens_mask=True) gives the SFT loss mask.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'assistant' %}"
+    "{{ '<|im_start|>assistant\\n' }}"
+    "{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}"
+    "{{ '\\n' }}"
+    "{% else %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+ARCHITECTURES = ("qwen2", "llama")
+
+
+def render_chatml(messages: list[dict], add_generation_prompt: bool = False) -> str:
+    """Plain-Python rendering of :data:`CHAT_TEMPLATE` (for tokenizer training text)."""
+    text = "".join(f"{IM_START}{m['role']}\n{m['content']}{IM_END}\n" for m in messages)
+    return text + (f"{IM_START}assistant\n" if add_generation_prompt else "")
+
+
+def default_tokenizer_texts(seed: int = 0, n: int = 2000) -> list[str]:
+    """A sample of the embedded task's text: plain Q/A lines and ChatML conversations."""
+    from rlsys.data.task import ArithmeticTask
+
+    task = ArithmeticTask(seed=seed)
+    rng = random.Random(f"rlsys-tiny-tokenizer/{seed}")
+    docs = task.pretrain_texts("train")
+    convs = task.sft_conversations("train")
+    texts = rng.sample(docs, min(n, len(docs)))
+    texts += [render_chatml(c["messages"]) for c in rng.sample(convs, min(n, len(convs)))]
+    # A little of the other operations so their symbols are in the vocabulary whatever the task.
+    texts += [f"What is {rng.randint(0, 999)} {op} {rng.randint(0, 999)}?" for op in "+-*" for _ in range(50)]
+    return texts
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 320):
+    """Byte-level BPE with single-digit tokens, wrapped as a ChatML PreTrainedTokenizerFast."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(list(texts), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=None,
+        eos_token=IM_END,
+        pad_token=ENDOFTEXT,
+        unk_token=None,
+        additional_special_tokens=[IM_START],
+        model_max_length=2048,
+        padding_side="left",  # generation batches; trainers can override per call
+        clean_up_tokenization_spaces=False,
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build_tiny_model(
+    output_dir: str | pathlib.Path,
+    *,
+    arch: str = "qwen2",
+    hidden_size: int = 128,
+    num_layers: int = 2,
+    num_heads: int = 2,
+    intermediate_size: int = 512,
+    max_position_embeddings: int = 512,
+    seed: int = 0,
+    texts: list[str] | None = None,
+    vocab_size: int = 320,
+    rope_theta: float = 10000.0,
+    tie_word_embeddings: bool = True,
+) -> pathlib.Path:
+    """Train the tokenizer, build a randomly initialised causal LM and save both to ``output_dir``.
+
+    ``hidden_size / num_heads`` must be 64 (the head size vLLM's CPU attention supports).
+    ``texts`` trains the tokenizer (default: :func:`default_tokenizer_texts`).
+    Returns the output directory.
+    """
+    import torch
+    import transformers
+
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"Unknown arch {arch!r}; allowed: {', '.join(ARCHITECTURES)}")
+    if hidden_size % num_heads:
+        raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
+    if hidden_size // num_heads != 64:
+        raise ValueError(
+            f"head_dim = hidden_size / num_heads = {hidden_size // num_heads}; vLLM's CPU backend needs 64"
+        )
+    out = pathlib.Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    tokenizer = train_tokenizer(texts if texts is not None else default_tokenizer_texts(seed), vocab_size)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        max_position_embeddings=max_position_embeddings,
+        rope_theta=rope_theta,
+        tie_word_embeddings=tie_word_embeddings,
+        bos_token_id=ids[ENDOFTEXT],
+        eos_token_id=ids[IM_END],
+        pad_token_id=ids[ENDOFTEXT],
+        torch_dtype="float32",
+    )
+    if arch == "qwen2":
+        config = transformers.Qwen2Config(**common, use_sliding_window=False)
+        model_cls = transformers.Qwen2ForCausalLM
+    else:
+        config = transformers.LlamaConfig(**common, head_dim=hidden_size // num_heads)
+        model_cls = transformers.LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    model = model_cls(config)
+    model.generation_config.eos_token_id = ids[IM_END]
+    model.generation_config.pad_token_id = ids[ENDOFTEXT]
+    model.generation_config.bos_token_id = ids[ENDOFTEXT]
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out

@@ -1,0 +1,147 @@
+"""Validated calls to reward functions and their weighted combination, built from config specs.
+
+Reward-model scores (``type: model``) come from actors owned by the trainer, so ``build_reward``
+only records those specs in ``WeightedReward.model_terms``; the trainer adds ``weight * score``
+to ``total`` itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from numbers import Real
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from rlsys.rewards.errors import RewardConfigError, RewardError
+from rlsys.rewards.rules import RULE_FACTORIES, RULES
+from rlsys.rewards.user_function import load_reward_function
+
+RewardFn = Callable[..., Any]
+REWARD_TYPES = ("rule", "function", "model")
+_CONTRACT = "a reward function must return a list with one finite float per completion"
+
+
+def _as_list(name: str, result: Any) -> list[Any]:
+    if isinstance(result, (list, tuple)):
+        return list(result)
+    if isinstance(result, np.ndarray) and result.ndim == 1:
+        return result.tolist()
+    if hasattr(result, "tolist") and getattr(result, "ndim", None) == 1:  # e.g. a torch tensor
+        return result.tolist()
+    raise RewardError(f"reward function '{name}' returned {type(result).__name__}; {_CONTRACT}")
+
+
+def call_reward(
+    name: str,
+    fn: RewardFn,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    columns: Mapping[str, Sequence[Any]],
+) -> np.ndarray:
+    """Call ``fn(prompts, completions, **columns)`` and return its scores as float64, validated."""
+    n = len(completions)
+    if len(prompts) != n:
+        raise ValueError(f"got {len(prompts)} prompts for {n} completions; repeat prompts per sample")
+    for column, values in columns.items():
+        if len(values) != n:
+            raise ValueError(f"column '{column}' has {len(values)} values for {n} completions")
+    try:
+        result = fn(list(prompts), list(completions), **columns)
+    except Exception as exc:
+        raise RewardError(
+            f"reward function '{name}' raised {type(exc).__name__}: {exc}; fix the function "
+            f"(it received columns: {', '.join(columns) or 'none'})"
+        ) from exc
+    values = _as_list(name, result)
+    if len(values) != n:
+        raise RewardError(f"reward function '{name}' returned {len(values)} values for {n} completions; {_CONTRACT}")
+    for i, value in enumerate(values):
+        if not isinstance(value, Real):  # bool and numpy scalars are Real; str/None are not
+            raise RewardError(
+                f"reward function '{name}' returned non-numeric value {value!r} ({type(value).__name__}) "
+                f"at index {i}; {_CONTRACT}"
+            )
+        if math.isnan(value) or math.isinf(value):
+            kind = "NaN" if math.isnan(value) else "inf"
+            raise RewardError(f"reward function '{name}' returned {kind} at index {i}; {_CONTRACT}")
+    return np.asarray(values, dtype=np.float64)
+
+
+class WeightedReward:
+    """Weighted sum of named reward terms; per-term raw (unweighted) scores are kept for metrics."""
+
+    def __init__(self, terms: list[tuple[str, RewardFn, float]], model_terms: list[dict] | None = None):
+        names = [name for name, _, _ in terms]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise RewardConfigError(f"duplicate reward names {duplicates}; give each term a unique 'name'")
+        self.terms = list(terms)
+        # Specs of reward-model terms; scored by the trainer's reward-model actors, not here.
+        self.model_terms = list(model_terms or [])
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _, _ in self.terms]
+
+    def __call__(
+        self, prompts: Sequence[str], completions: Sequence[str], columns: Mapping[str, Sequence[Any]] | None = None
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        columns = dict(columns or {})
+        total = np.zeros(len(completions), dtype=np.float64)
+        per_term: dict[str, np.ndarray] = {}
+        for name, fn, weight in self.terms:
+            scores = call_reward(name, fn, prompts, completions, columns)
+            per_term[name] = scores
+            total += weight * scores
+        return total, per_term
+
+
+def _weight(spec: dict) -> float:
+    weight = spec.get("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, Real) or not math.isfinite(weight):
+        raise RewardConfigError(f"reward spec {spec} has invalid weight {weight!r}; expected a finite number")
+    return float(weight)
+
+
+def _rule_term(spec: dict) -> tuple[str, RewardFn, float]:
+    rule = spec.get("name")
+    if rule not in RULES:
+        raise RewardConfigError(f"unknown rule reward {rule!r}; available rules: {', '.join(sorted(RULES))}")
+    options = {k: v for k, v in spec.items() if k not in ("type", "name", "weight")}
+    if options and rule not in RULE_FACTORIES:
+        raise RewardConfigError(f"rule '{rule}' takes no options, got {sorted(options)}")
+    fn = RULE_FACTORIES[rule](**options) if options else RULES[rule]
+    return rule, fn, _weight(spec)
+
+
+def _function_term(spec: dict) -> tuple[str, RewardFn, float]:
+    path = spec.get("path")
+    if not path:
+        raise RewardConfigError(f"function reward spec {spec} needs 'path': 'path/file.py:function'")
+    fn = load_reward_function(str(path))
+    return spec.get("name") or str(path).rpartition(":")[2], fn, _weight(spec)
+
+
+def build_reward(specs: Sequence[Mapping[str, Any]]) -> WeightedReward:
+    """Build the reward from config entries, e.g. ``{"type": "rule", "name": "answer_match", "weight": 1.0}``,
+    ``{"type": "function", "path": "my_rewards.py:score", "weight": 0.5}``. ``type: model`` entries are
+    skipped here and exposed as ``model_terms`` for the trainer to score with its reward-model actors.
+    """
+    terms, model_terms = [], []
+    for raw in specs:
+        if not isinstance(raw, Mapping):
+            raise RewardConfigError(f"reward spec {raw!r} must be a mapping with a 'type' key")
+        spec = dict(raw)  # also converts OmegaConf DictConfig
+        kind = spec.get("type")
+        if kind == "rule":
+            terms.append(_rule_term(spec))
+        elif kind == "function":
+            terms.append(_function_term(spec))
+        elif kind == "model":
+            _weight(spec)
+            model_terms.append(spec)
+        else:
+            raise RewardConfigError(f"unknown reward type {kind!r} in {spec}; expected one of: {', '.join(REWARD_TYPES)}")
+    return WeightedReward(terms, model_terms=model_terms)
