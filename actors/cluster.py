@@ -1,0 +1,65 @@
+"""Connect to Ray (or start it) and give each role a place: its own placement group, or a shared one."""
+from __future__ import annotations
+
+import os
+
+import ray
+
+from actors.group import Placement, create_placement
+from rlsys.errors import ClusterError
+
+
+def resolve_device(cluster) -> str:
+    if cluster.device != "auto":
+        return cluster.device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def connect(cluster, cpus_needed: float) -> None:
+    """Join `cluster.address`, or start a local Ray sized for what the job asks (logical CPUs may exceed cores)."""
+    if ray.is_initialized():
+        return
+    env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "RAY_DEDUP_LOGS": "0"}}
+    if cluster.address:
+        ray.init(address=cluster.address, runtime_env=env, log_to_driver=True)
+        return
+    num_gpus = cluster.num_gpus
+    if num_gpus is None:
+        import torch
+
+        num_gpus = torch.cuda.device_count()
+    num_cpus = cluster.num_cpus or max(os.cpu_count() or 1, int(cpus_needed + 0.999))
+    ray.init(num_cpus=num_cpus, num_gpus=num_gpus, runtime_env=env, include_dashboard=False,
+             log_to_driver=True, configure_logging=False)
+
+
+def check_capacity(device: str, gpus_needed: float) -> None:
+    """Fail before any actor starts when the cluster has fewer devices than the roles ask for."""
+    if device != "cuda":
+        return
+    available = ray.cluster_resources().get("GPU", 0)
+    if gpus_needed > available:
+        raise ClusterError(f"the roles ask for {gpus_needed:g} GPUs but the cluster has {available:g}. Lower "
+                           "cluster.<role>.num_ranks / gpus_per_rank or rollout.num_engines, set "
+                           "cluster.colocate=true to share devices, or add nodes.")
+
+
+def place_group(role: str, resources, device: str, cluster, *, gpus_override: float | None = None) -> Placement:
+    """A placement group of one bundle per rank for one role."""
+    gpus = (gpus_override if gpus_override is not None else resources.gpus_per_rank) if device == "cuda" else 0
+    group = create_placement(resources.num_ranks, gpus=gpus, cpus=resources.cpus_per_rank,
+                             strategy=cluster.placement_strategy, extra_resources=dict(cluster.node_resources.get(role, {})))
+    return Placement(group, list(range(resources.num_ranks)), num_gpus=gpus, num_cpus=resources.cpus_per_rank)
+
+
+def shared_placement(num_bundles: int, roles_sharing: int, device: str, cluster) -> tuple:
+    """Colocation: one bundle per device; each role's actor on a bundle takes a share of its GPU and CPU."""
+    group = create_placement(num_bundles, gpus=1 if device == "cuda" else 0, cpus=float(roles_sharing),
+                             strategy=cluster.placement_strategy)
+
+    def slots(count: int) -> Placement:
+        share = 1.0 / roles_sharing if device == "cuda" else 0
+        return Placement(group, [i % num_bundles for i in range(count)], num_gpus=share, num_cpus=1.0)
+    return group, slots

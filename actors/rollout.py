@@ -1,0 +1,216 @@
+"""Rollout engines (vLLM, or transformers `generate`) as Ray actors, and the group that spreads prompts over them.
+
+Both engines have the same small RPC surface: generate, prompt_logprobs, begin/receive/finish a weight
+update, sleep/wake_up. Weights arrive as safetensors-encoded buckets through the object store.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import ray
+
+from actors.group import Placement
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+
+@dataclass
+class RolloutSpec:
+    model_path: str
+    device: str
+    dtype: str = "auto"
+    seed: int = 0
+    max_model_len: int = 512
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.5
+    enable_sleep: bool = False
+    cpu_threads: int = 1
+
+
+@dataclass
+class Sampling:
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    max_new_tokens: int = 16
+    stop: list[str] = field(default_factory=list)
+
+
+class VLLMEngine:
+    def __init__(self, spec: RolloutSpec):
+        if spec.device == "cpu":
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+        import vllm
+
+        from rlsys.models.builders import resolve_dtype
+
+        self.llm = vllm.LLM(
+            model=spec.model_path, dtype=str(resolve_dtype(spec.dtype, spec.device)).replace("torch.", ""),
+            seed=spec.seed, max_model_len=spec.max_model_len, tensor_parallel_size=spec.tensor_parallel_size,
+            gpu_memory_utilization=spec.gpu_memory_utilization, enforce_eager=spec.device == "cpu",
+            enable_sleep_mode=spec.enable_sleep, worker_extension_cls="actors.vllm_extension.WeightReceiver",
+            logprobs_mode="processed_logprobs", enable_prefix_caching=False)
+
+    def generate(self, prompt_ids: list[list[int]], sampling: Sampling, seed: int | None = None) -> list[dict]:
+        import vllm
+
+        params = vllm.SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
+                                     top_k=sampling.top_k, max_tokens=sampling.max_new_tokens,
+                                     stop=list(sampling.stop) or None, logprobs=0, seed=seed)
+        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=False)
+        return [{"response_ids": list(c.token_ids),
+                 "logp": [next(iter(lp.values())).logprob if lp else 0.0 for lp in (c.logprobs or [])],
+                 "finish_reason": c.finish_reason}
+                for out in outputs for c in out.outputs]
+
+    def prompt_logprobs(self, sequences: list[list[int]]) -> list[list[float]]:
+        """Log-probability of each token after the first, as the engine's current weights see it."""
+        import vllm
+
+        params = vllm.SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0)
+        outputs = self.llm.generate([{"prompt_token_ids": s} for s in sequences], params, use_tqdm=False)
+        return [[lp[tok].logprob for lp, tok in zip(out.prompt_logprobs[1:], seq[1:])]
+                for out, seq in zip(outputs, sequences)]
+
+    def begin_weight_update(self) -> None:
+        self.llm.collective_rpc("rlsys_begin_update")
+
+    def receive_bucket(self, payload: bytes) -> None:
+        self.llm.collective_rpc("rlsys_receive_bucket", args=(payload,))
+
+    def finish_weight_update(self) -> None:
+        self.llm.collective_rpc("rlsys_finish_update")
+        self.llm.reset_prefix_cache()
+
+    def sleep(self) -> None:
+        self.llm.sleep(level=1)
+
+    def wake_up(self) -> None:
+        self.llm.wake_up()
+
+
+class HFEngine:
+    """transformers `generate`: for machines without vLLM, and the baseline vLLM is measured against."""
+
+    def __init__(self, spec: RolloutSpec):
+        import torch
+
+        from rlsys.models.builders import load_causal_lm, load_tokenizer, resolve_dtype
+
+        if spec.device == "cpu":
+            torch.set_num_threads(spec.cpu_threads)
+        self.device = spec.device
+        self.model = load_causal_lm(spec.model_path, dtype=resolve_dtype(spec.dtype, spec.device)).to(spec.device).eval()
+        self.tokenizer = load_tokenizer(spec.model_path)
+        self.pending: dict = {}
+
+    def generate(self, prompt_ids: list[list[int]], sampling: Sampling, seed: int | None = None) -> list[dict]:
+        import torch
+
+        from rlsys.data.collate import pad
+
+        if seed is not None:
+            torch.manual_seed(seed)
+        pad_id, eos_id = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
+        ids = pad(prompt_ids, pad_id, left=True).to(self.device)
+        mask = pad([[1] * len(p) for p in prompt_ids], 0, left=True).to(self.device)
+        greedy = sampling.temperature == 0
+        with torch.no_grad():
+            out = self.model.generate(
+                input_ids=ids, attention_mask=mask, max_new_tokens=sampling.max_new_tokens, do_sample=not greedy,
+                temperature=None if greedy else sampling.temperature, top_p=None if greedy else sampling.top_p,
+                top_k=None if greedy or sampling.top_k < 0 else sampling.top_k, num_return_sequences=sampling.n,
+                pad_token_id=pad_id, eos_token_id=eos_id, output_scores=True, return_dict_in_generate=True)
+        steps = torch.stack(out.scores, dim=1).float().log_softmax(-1)  # processed scores, as vLLM reports them
+        new_tokens = out.sequences[:, ids.shape[1]:]
+        token_logp = steps.gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
+        results = []
+        for row, logp in zip(new_tokens.tolist(), token_logp.tolist()):
+            end = row.index(eos_id) + 1 if eos_id in row else len(row)
+            results.append({"response_ids": row[:end], "logp": logp[:end],
+                            "finish_reason": "stop" if eos_id in row else "length"})
+        return results
+
+    def prompt_logprobs(self, sequences: list[list[int]]) -> list[list[float]]:
+        import torch
+
+        with torch.no_grad():
+            result = []
+            for seq in sequences:
+                ids = torch.tensor([seq], device=self.device)
+                logp = self.model(input_ids=ids).logits[0, :-1].float().log_softmax(-1)
+                result.append(logp.gather(-1, ids[0, 1:, None]).squeeze(-1).tolist())
+        return result
+
+    def begin_weight_update(self) -> None:
+        self.pending = {}
+
+    def receive_bucket(self, payload: bytes) -> None:
+        from safetensors.torch import load
+
+        self.pending.update(load(payload))
+
+    def finish_weight_update(self) -> None:
+        missing, unexpected = self.model.load_state_dict(self.pending, strict=False)
+        self.pending = {}
+        if unexpected:
+            raise RuntimeError(f"weight update carried unknown tensors: {unexpected[:5]}")
+
+    def sleep(self) -> None:
+        pass
+
+    def wake_up(self) -> None:
+        pass
+
+
+ENGINES = {"vllm": VLLMEngine, "hf": HFEngine}
+
+
+class RolloutGroup:
+    """Engines on their own devices; prompts go out in chunks to whichever engine is free (load-based)."""
+
+    def __init__(self, backend: str, spec: RolloutSpec, placement: Placement, env: dict[str, str] | None = None):
+        remote_cls = ray.remote(ENGINES[backend])
+        self.engines = [
+            remote_cls.options(num_cpus=placement.num_cpus, num_gpus=placement.num_gpus,
+                               runtime_env={"env_vars": env or {}},
+                               scheduling_strategy=PlacementGroupSchedulingStrategy(
+                                   placement.group, placement_group_bundle_index=b)).remote(spec)
+            for b in placement.bundle_indices
+        ]
+
+    def generate(self, prompt_ids: list[list[int]], sampling: Sampling, seed: int = 0,
+                 chunk_size: int = 32) -> list[dict]:
+        """n samples per prompt, in prompt order (the n samples of a prompt are contiguous)."""
+        chunks = [prompt_ids[i:i + chunk_size] for i in range(0, len(prompt_ids), chunk_size)]
+        results: list[list[dict] | None] = [None] * len(chunks)
+        idle = list(self.engines)
+        running: dict = {}
+        next_chunk = 0
+        while next_chunk < len(chunks) or running:
+            while idle and next_chunk < len(chunks):
+                engine = idle.pop()
+                ref = engine.generate.remote(chunks[next_chunk], sampling, seed + next_chunk)
+                running[ref] = (next_chunk, engine)
+                next_chunk += 1
+            done, _ = ray.wait(list(running), num_returns=1)
+            index, engine = running.pop(done[0])
+            results[index] = ray.get(done[0])
+            idle.append(engine)
+        return [sample for chunk in results for sample in chunk]
+
+    def prompt_logprobs(self, sequences: list[list[int]]) -> list[list[list[float]]]:
+        """Each engine's view (for checking that a weight sync reached all of them)."""
+        return ray.get([e.prompt_logprobs.remote(sequences) for e in self.engines])
+
+    def sleep(self) -> None:
+        ray.get([e.sleep.remote() for e in self.engines])
+
+    def wake_up(self) -> None:
+        ray.get([e.wake_up.remote() for e in self.engines])
+
+    def kill(self) -> None:
+        for engine in self.engines:
+            ray.kill(engine, no_restart=True)

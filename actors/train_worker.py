@@ -1,0 +1,202 @@
+"""One rank of a training (or frozen inference) group: a model in the shared TrainEngine.
+
+The same worker serves every role: policy and critic train, the reference only runs forward passes.
+"""
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from actors.group import ALL, RANK0, SPLIT, dispatch, free_port
+
+ROLE_MODEL = {"policy": "causal_lm", "reference": "causal_lm", "critic": "value"}
+
+
+@dataclass
+class WorkerSpec:
+    role: str  # policy | reference | critic
+    model_path: str
+    device: str  # cpu | cuda
+    dtype: str = "auto"
+    trainable: bool = True
+    seed: int = 0
+    cpu_threads: int = 1
+    gradient_checkpointing: bool = False
+    lora: Any = None
+    engine: dict = field(default_factory=dict)  # EngineSettings fields besides device, dtype, world_size
+
+
+class TrainWorker:
+    def __init__(self, spec: WorkerSpec):
+        self.spec = spec
+        self.rank = 0
+        self.engine = None
+
+    def node_address(self) -> tuple[str, int]:
+        import ray
+
+        return ray.util.get_node_ip_address(), free_port()
+
+    def node_id(self) -> str:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
+    def setup(self, rank: int, world_size: int, master_addr: str, master_port: int) -> None:
+        """Join the group's torch.distributed world and build the model inside the engine."""
+        spec = self.spec
+        self.rank = rank
+        os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(rank),
+                          WORLD_SIZE=str(world_size), LOCAL_RANK="0")
+        if spec.device == "cpu":
+            os.environ["DS_ACCELERATOR"] = "cpu"
+            torch.set_num_threads(spec.cpu_threads)
+        else:
+            torch.cuda.set_device(0)  # Ray gives each actor its own CUDA_VISIBLE_DEVICES
+        import deepspeed
+
+        from rlsys.engine.engine import EngineSettings, TrainEngine
+        from rlsys.models.builders import load_causal_lm, load_tokenizer, load_value_model, resolve_dtype
+
+        deepspeed.init_distributed(dist_backend="nccl" if spec.device == "cuda" else "gloo", verbose=False)
+        self._seed_everything(spec.seed + rank)
+        dtype = resolve_dtype(spec.dtype, spec.device)
+        if ROLE_MODEL[spec.role] == "value":
+            model = load_value_model(spec.model_path, dtype=dtype, gradient_checkpointing=spec.gradient_checkpointing)
+        else:
+            model = load_causal_lm(spec.model_path, dtype=dtype, gradient_checkpointing=spec.gradient_checkpointing,
+                                   lora=spec.lora if spec.trainable else None)
+        self.tokenizer = load_tokenizer(spec.model_path)
+        settings = EngineSettings(device=spec.device, dtype=dtype, world_size=world_size, **spec.engine)
+        self.engine = TrainEngine(model, settings, trainable=spec.trainable)
+
+    @staticmethod
+    def _seed_everything(seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+    def _tensors(self, batch: dict[str, list]) -> dict[str, torch.Tensor]:
+        from rlsys.engine.batch import to_tensors
+
+        return to_tensors(batch, self.tokenizer.pad_token_id)
+
+    # ---- training ---------------------------------------------------------------------------------------
+    @dispatch(SPLIT)
+    def train(self, batch: dict[str, list], objective: str, hparams: dict) -> dict[str, float]:
+        """One optimizer step on this rank's shard, cut into micro-batches; returns this rank's metrics."""
+        from rlsys.engine.batch import micro_batches
+        from rlsys.engine.objectives import OBJECTIVES
+
+        loss_fn = OBJECTIVES[objective]
+        chunks = [self._tensors(mb) for mb in micro_batches(batch, self.engine.settings.micro_batch_size)]
+        return self.engine.train_step(chunks, lambda model, mb: loss_fn(model, mb, hparams))
+
+    # ---- inference --------------------------------------------------------------------------------------
+    @dispatch(SPLIT)
+    def logprobs(self, batch: dict[str, list], temperature: float = 1.0) -> dict[str, list]:
+        """Per-token log-probabilities of each response under this model."""
+        from rlsys.engine.batch import micro_batches, response_values
+        from rlsys.engine.objectives import response_logprobs
+
+        out: list[list[float]] = []
+        for mb in micro_batches(batch, self.engine.settings.micro_batch_size):
+            with torch.no_grad():
+                self.engine.module.eval()
+                logp, _ = response_logprobs(self.engine.engine or self.engine.module,
+                                            {k: v.to(self.spec.device) for k, v in self._tensors(mb).items()},
+                                            temperature)
+            out.extend(response_values(logp, mb))
+        return {"logp": out}
+
+    @dispatch(SPLIT)
+    def values(self, batch: dict[str, list]) -> dict[str, list]:
+        """The critic's value of the state before each response token."""
+        from rlsys.engine.batch import micro_batches, response_values
+
+        out: list[list[float]] = []
+        for mb in micro_batches(batch, self.engine.settings.micro_batch_size):
+            tensors = self._tensors(mb)
+            logits = self.engine.forward(input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"]).logits
+            out.extend(response_values(logits[:, :-1, 0], mb))
+        return {"values": out}
+
+    @dispatch(SPLIT)
+    def generate(self, batch: dict[str, list], max_new_tokens: int) -> dict[str, list]:
+        """Greedy completions with transformers (evaluation inside supervised jobs)."""
+        from rlsys.data.collate import pad
+
+        module = self.engine.module
+        module.eval()
+        prompts = batch["prompt_ids"]
+        if not prompts and not self.engine.zero3:
+            return {"response_ids": []}
+        prompts = prompts or [[self.tokenizer.pad_token_id]]  # ZeRO-3: every rank must join the forward passes
+        ids = pad(prompts, self.tokenizer.pad_token_id, left=True).to(self.spec.device)
+        mask = pad([[1] * len(p) for p in prompts], 0, left=True).to(self.spec.device)
+        with torch.no_grad():
+            out = module.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                                  pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
+                                  synced_gpus=self.engine.zero3)
+        responses = []
+        for row in out[:, ids.shape[1]:].tolist():
+            if self.tokenizer.eos_token_id in row:
+                row = row[: row.index(self.tokenizer.eos_token_id) + 1]
+            responses.append(row)
+        return {"response_ids": responses[: len(batch["prompt_ids"])]}
+
+    # ---- weights and checkpoints ------------------------------------------------------------------------
+    @dispatch(RANK0)
+    def save_hf(self, folder: str) -> str:
+        """A Hugging Face folder (config, safetensors, tokenizer with its chat template); LoRA merged in."""
+        from rlsys.engine.weights import base_model, full_state_dict
+
+        state = full_state_dict(self.engine.module, self.engine.zero3)
+        if self.rank == 0:
+            model = base_model(self.engine.module)
+            model.save_pretrained(folder, state_dict=state)
+            self.tokenizer.save_pretrained(folder)
+            getattr(model, "generation_config", None) and model.generation_config.save_pretrained(folder)
+        return folder
+
+    @dispatch(RANK0)
+    def send_weights(self, engines: list, bucket_bytes: int) -> dict[str, float]:
+        """Stream the full weights to rollout engines in buckets: one object-store put and one call per bucket."""
+        import ray
+        from safetensors.torch import save
+
+        from rlsys.engine.weights import buckets, iter_hf_weights
+
+        sent = calls = 0
+        refs = ray.get([e.begin_weight_update.remote() for e in engines]) if self.rank == 0 else None
+        for bucket in buckets(iter_hf_weights(self.engine.module, self.engine.zero3), bucket_bytes):
+            if self.rank == 0:
+                payload = ray.put(save(bucket))
+                ray.get([e.receive_bucket.remote(payload) for e in engines])
+                sent += sum(t.numel() * t.element_size() for t in bucket.values())
+                calls += 1
+        if self.rank == 0:
+            ray.get([e.finish_weight_update.remote() for e in engines])
+        del refs
+        return {"sync_mb": sent / 2**20, "sync_buckets": float(calls)}
+
+    @dispatch(ALL)
+    def save_checkpoint(self, folder: str) -> None:
+        """Model, optimizer and scheduler (DeepSpeed, sharded per rank) and this rank's RNG states."""
+        self.engine.save_checkpoint(folder)
+        torch.save({"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
+                   Path(folder) / f"rng_rank{self.rank}.pt")
+
+    @dispatch(ALL)
+    def load_checkpoint(self, folder: str) -> None:
+        self.engine.load_checkpoint(folder)
+        rng = torch.load(Path(folder) / f"rng_rank{self.rank}.pt", weights_only=False)
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"])

@@ -1,0 +1,69 @@
+"""What each job trains and evaluates on: the user's files when `data.train` / `data.eval` are set, else the
+embedded arithmetic task. Rows are tokenised here, on the controller, and travel to the ranks as lists.
+"""
+from __future__ import annotations
+
+from rlsys.data.collate import encode_chat, pack_examples, pack_texts, render_ids, require_chat_template
+from rlsys.data.sources import as_messages, load_rows
+from rlsys.data.task import ArithmeticTask
+from rlsys.errors import DataError
+
+
+def embedded_task(cfg) -> ArithmeticTask:
+    return ArithmeticTask(seed=cfg.data.task.seed, heldout_size=cfg.data.task.heldout_size)
+
+
+def _user_rows(cfg, spec: str, required: list[str]) -> list[dict]:
+    loaded = load_rows(spec, columns=dict(cfg.data.columns), required=required, split=cfg.data.split,
+                       on_error=cfg.data.on_error)
+    if loaded.skipped:
+        print(f"data: skipped {loaded.skipped} malformed rows of {spec} (data.on_error=skip)")
+    return loaded.rows
+
+
+def pretrain_blocks(cfg, tokenizer) -> list[list[int]]:
+    texts = ([str(r["text"]) for r in _user_rows(cfg, cfg.data.train, ["text"])] if cfg.data.train
+             else embedded_task(cfg).pretrain_texts("train"))
+    token_lists = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.pad_token_id
+    blocks = pack_texts(token_lists, cfg.data.max_length, eos)
+    if not blocks:
+        raise DataError(f"the pretraining text holds fewer than data.max_length={cfg.data.max_length} tokens.")
+    return blocks
+
+
+def sft_examples(cfg, tokenizer) -> list[tuple[list[int], list[int]]]:
+    require_chat_template(tokenizer, cfg.model.path or "")
+    conversations = ([as_messages(r) for r in _user_rows(cfg, cfg.data.train, [])] if cfg.data.train
+                     else [c["messages"] for c in embedded_task(cfg).sft_conversations("train")])
+    examples = [encode_chat(tokenizer, messages, cfg.data.max_length) for messages in conversations]
+    examples = [e for e in examples if any(label != -100 for label in e[1])]
+    if not examples:
+        raise DataError("no conversation has an assistant turn inside data.max_length tokens.")
+    return pack_examples(examples, cfg.data.max_length) if cfg.data.packing else examples
+
+
+def prompt_rows(cfg, split: str) -> list[dict]:
+    """Prompts with their verifiable answers and any extra columns (RL training and evaluation)."""
+    spec = cfg.data.train if split == "train" else cfg.data.eval
+    if spec:
+        rows = _user_rows(cfg, spec, [])
+        for row in rows:
+            row["messages"] = as_messages({"messages": row.get("messages"), "prompt": row.get("prompt")})
+        return rows
+    return embedded_task(cfg).rl_prompts("heldout" if split == "eval" else "train")
+
+
+def encode_prompts(cfg, tokenizer, rows: list[dict]) -> list[list[int]]:
+    require_chat_template(tokenizer, cfg.model.path or "")
+    limit = cfg.data.max_length - cfg.rollout.max_new_tokens
+    encoded = []
+    for index, row in enumerate(rows):
+        ids = render_ids(tokenizer, row["messages"], add_generation_prompt=True)
+        if not row["messages"] or not any(m.get("content") for m in row["messages"]):
+            raise DataError(f"prompt {index} is empty.")
+        if len(ids) > limit:
+            raise DataError(f"prompt {index} has {len(ids)} tokens, more than data.max_length - rollout.max_new_tokens "
+                            f"= {limit}. Raise data.max_length or shorten the prompt.")
+        encoded.append(ids)
+    return encoded

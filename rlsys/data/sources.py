@@ -1,0 +1,107 @@
+"""Load users' rows from jsonl / json / parquet files or folders, or any `datasets` source (`hf:NAME`).
+
+Rows come back as dicts keyed by rlsys names (`text`, `messages`, `prompt`, `answer`, ...) after the
+`data.columns` mapping. A malformed row stops the run (`data.on_error=fail`) or is skipped and counted.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from rlsys.errors import DataError
+
+
+@dataclass
+class LoadedRows:
+    rows: list[dict[str, Any]]
+    skipped: int = 0
+    source: str = ""
+
+
+def _read_jsonl(path: Path, on_error: str) -> LoadedRows:
+    rows, skipped = [], 0
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw.decode("utf-8"))
+                if not isinstance(row, dict):
+                    raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+            except (UnicodeDecodeError, ValueError) as err:
+                if on_error == "skip":
+                    skipped += 1
+                    continue
+                raise DataError(f"line {number} of {path} is not a valid JSON object ({err}). Fix the line, "
+                                "or set data.on_error=skip to skip malformed rows.") from None
+            rows.append(row)
+    return LoadedRows(rows, skipped, str(path))
+
+
+def _read_with_datasets(kind: str, files: list[str] | str, split: str) -> list[dict[str, Any]]:
+    import datasets
+
+    if kind == "hf":
+        return list(datasets.load_dataset(files, split=split))
+    return list(datasets.load_dataset(kind, data_files=files, split="train"))
+
+
+def read_rows(spec: str, split: str = "train", on_error: str = "fail") -> LoadedRows:
+    """Rows of a file, a folder of shards, or `hf:NAME` (a `datasets` hub or script name)."""
+    if spec.startswith("hf:"):
+        return LoadedRows(_read_with_datasets("hf", spec[3:], split), 0, spec)
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise DataError(f"data file '{spec}' does not exist (looked in {Path.cwd()}). Give a jsonl, json or "
+                        "parquet file or folder, or hf:NAME for a datasets source.")
+    files = sorted(p for p in path.iterdir() if p.suffix in (".jsonl", ".json", ".parquet")) if path.is_dir() else [path]
+    if not files:
+        raise DataError(f"folder '{spec}' holds no .jsonl, .json or .parquet files.")
+    suffixes = {p.suffix for p in files}
+    if suffixes <= {".jsonl", ".json"}:
+        loaded = [_read_jsonl(p, on_error) for p in files]
+        return LoadedRows([r for part in loaded for r in part.rows], sum(p.skipped for p in loaded), spec)
+    if suffixes == {".parquet"}:
+        return LoadedRows(_read_with_datasets("parquet", [str(p) for p in files], split), 0, spec)
+    raise DataError(f"'{spec}' mixes file types {sorted(suffixes)}; keep one format per folder.")
+
+
+def map_columns(loaded: LoadedRows, columns: Mapping[str, str], required: list[str]) -> LoadedRows:
+    """Rename the user's columns to rlsys names and check the required ones are there."""
+    renamed = [{rl: row.get(user) for rl, user in columns.items()} | {k: v for k, v in row.items()
+               if k not in columns.values()} for row in loaded.rows]
+    if not renamed:
+        raise DataError(f"'{loaded.source}' holds no rows.")
+    available = sorted(renamed[0])
+    for name in required:
+        if name not in renamed[0]:
+            raise DataError(f"'{loaded.source}' has no column '{name}' (columns: {', '.join(available)}). "
+                            f"Map yours with data.columns.{name}=YOUR_COLUMN.")
+    return LoadedRows(renamed, loaded.skipped, loaded.source)
+
+
+def load_rows(spec: str, *, columns: Mapping[str, str], required: list[str], split: str = "train",
+              on_error: str = "fail") -> LoadedRows:
+    return map_columns(read_rows(spec, split, on_error), columns, required)
+
+
+def as_messages(row: dict[str, Any]) -> list[dict[str, str]]:
+    """A row's conversation: a `messages` list, or a `prompt` (+ optional `response`) pair."""
+    if row.get("messages") is not None:
+        messages = row["messages"]
+        if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m and "content" in m
+                                                      for m in messages):
+            raise DataError("a 'messages' entry must be a list of {role, content} objects.")
+        return messages
+    prompt = row.get("prompt")
+    if isinstance(prompt, list):
+        messages = list(prompt)
+    elif isinstance(prompt, str):
+        messages = [{"role": "user", "content": prompt}]
+    else:
+        raise DataError("a row needs 'messages' (a list of {role, content}) or a 'prompt' string.")
+    if row.get("response") is not None:
+        messages.append({"role": "assistant", "content": str(row["response"])})
+    return messages

@@ -1,0 +1,130 @@
+"""The one training engine: a DeepSpeed-wrapped model that every stage (pretrain, SFT, RL, critic) uses.
+
+Stages differ only in the loss function they pass to `train_step`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+LossFn = Callable[[torch.nn.Module, dict], "tuple[torch.Tensor, dict[str, float]]"]
+
+
+@dataclass
+class EngineSettings:
+    device: str  # cpu | cuda
+    dtype: torch.dtype
+    zero_stage: int = 2
+    offload_optimizer: bool = False
+    offload_params: bool = False
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    lr_schedule: str = "cosine"
+    warmup_steps: int = 0
+    total_steps: int = 1
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    micro_batch_size: int = 1
+    grad_accum_steps: int = 1
+    world_size: int = 1
+
+
+def lr_lambda(settings: EngineSettings) -> Callable[[int], float]:
+    """Linear warmup, then cosine decay to min_lr_ratio (or constant)."""
+    def factor(step: int) -> float:
+        if step < settings.warmup_steps:
+            return (step + 1) / settings.warmup_steps
+        if settings.lr_schedule == "constant":
+            return 1.0
+        span = max(1, settings.total_steps - settings.warmup_steps)
+        progress = min(1.0, (step - settings.warmup_steps) / span)
+        return settings.min_lr_ratio + (1 - settings.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return factor
+
+
+def deepspeed_config(s: EngineSettings, trainable: bool) -> dict:
+    zero: dict = {"stage": s.zero_stage}
+    if s.offload_optimizer and trainable:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": s.device == "cuda"}
+    if s.offload_params and s.zero_stage == 3:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": s.device == "cuda"}
+    config = {
+        "train_micro_batch_size_per_gpu": s.micro_batch_size,
+        "gradient_accumulation_steps": s.grad_accum_steps,
+        "train_batch_size": s.micro_batch_size * s.grad_accum_steps * s.world_size,
+        "gradient_clipping": s.grad_clip,
+        "zero_optimization": zero,
+        "bf16": {"enabled": s.dtype == torch.bfloat16},
+        "fp16": {"enabled": s.dtype == torch.float16},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    if trainable:
+        # Fused/CPU Adam builds C++/CUDA ops; torch's AdamW needs no build and is what CPU runs use.
+        config["optimizer"] = {"type": "AdamW", "params": {
+            "lr": s.lr, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": s.weight_decay,
+            "torch_adam": s.device != "cuda" or s.offload_optimizer}}
+    return config
+
+
+class TrainEngine:
+    """Forward/backward over micro-batches, optimizer steps on accumulation boundaries, checkpoints."""
+
+    def __init__(self, model: torch.nn.Module, settings: EngineSettings, trainable: bool = True):
+        import deepspeed
+
+        self.settings = settings
+        self.trainable = trainable
+        if not trainable:
+            model.requires_grad_(False)
+        if not trainable and settings.zero_stage < 3:
+            # A frozen model needs no optimizer state to shard: keep it whole on the device.
+            self.module = model.to(settings.device).eval()
+            self.engine = None
+            return
+        params = [p for p in model.parameters() if p.requires_grad] if trainable else None
+        scheduler = (lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(settings))) if trainable else None
+        self.engine, *_ = deepspeed.initialize(model=model, model_parameters=params, lr_scheduler=scheduler,
+                                               config=deepspeed_config(settings, trainable))
+        self.module = self.engine.module
+        if not trainable:
+            self.module.eval()
+
+    @property
+    def zero3(self) -> bool:
+        return self.engine is not None and self.settings.zero_stage == 3
+
+    def train_step(self, micro_batches: list[dict], loss_fn: LossFn) -> dict[str, float]:
+        """One optimizer step over exactly `grad_accum_steps` micro-batches; returns averaged metrics."""
+        if len(micro_batches) != self.settings.grad_accum_steps:
+            raise ValueError(f"got {len(micro_batches)} micro-batches for {self.settings.grad_accum_steps} "
+                             "accumulation steps")
+        self.module.train()
+        totals: dict[str, float] = {}
+        for batch in micro_batches:
+            batch = {k: v.to(self.settings.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            loss, metrics = loss_fn(self.engine, batch)
+            self.engine.backward(loss)
+            self.engine.step()
+            for key, value in metrics.items():
+                totals[key] = totals.get(key, 0.0) + value / len(micro_batches)
+        grad_norm = self.engine.get_global_grad_norm()
+        totals["grad_norm"] = float(grad_norm) if grad_norm is not None else float("nan")
+        totals["lr"] = self.engine.get_lr()[0]
+        return totals
+
+    @torch.no_grad()
+    def forward(self, **inputs):
+        self.module.eval()
+        inputs = {k: v.to(self.settings.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+        return (self.engine or self.module)(**inputs)
+
+    def save_checkpoint(self, folder: str, client_state: dict | None = None) -> None:
+        self.engine.save_checkpoint(folder, tag="deepspeed", client_state=client_state or {}, save_latest=False)
+
+    def load_checkpoint(self, folder: str) -> dict:
+        _, client_state = self.engine.load_checkpoint(folder, tag="deepspeed")
+        return client_state or {}

@@ -1,0 +1,38 @@
+"""Progress on the terminal: a rich bar (step, ETA, loss, tokens/s) on a TTY, plain lines otherwise."""
+from __future__ import annotations
+
+import sys
+import time
+
+SHOWN = ("train/loss", "reward/mean", "eval/accuracy", "train/kl", "perf/tokens_per_s", "perf/gen_tokens_per_s")
+
+
+def _summary(metrics: dict[str, float]) -> str:
+    return "  ".join(f"{k.split('/', 1)[1]}={metrics[k]:.4g}" for k in SHOWN if metrics.get(k) is not None)
+
+
+class ConsoleSink:
+    def __init__(self, title: str, total_steps: int, start_step: int = 0, every: int = 1):
+        self.total, self.every, self.start_time, self.start_step = total_steps, every, time.time(), start_step
+        self.progress = None
+        if sys.stdout.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn(f"[bold]{title}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+            self.task = self.progress.add_task(title, total=total_steps, completed=start_step, info="")
+            self.progress.start()
+        self.title = title
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=step, info=_summary(metrics))
+        elif step % self.every == 0 or step == self.total or "eval/accuracy" in metrics:
+            elapsed = time.time() - self.start_time
+            rate = (step - self.start_step) / elapsed if elapsed > 0 else 0.0
+            eta = (self.total - step) / rate if rate > 0 else float("nan")
+            print(f"[{self.title}] step {step}/{self.total}  eta {eta:.0f}s  {_summary(metrics)}", flush=True)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()

@@ -1,0 +1,136 @@
+"""What every controller does the same way: the run folder, the starting model, checkpoints, trainer groups."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import ray
+from omegaconf import OmegaConf
+
+from actors.cluster import place_group
+from actors.group import ActorGroup
+from actors.train_worker import TrainWorker, WorkerSpec
+from rlsys.errors import RlsysError
+
+
+def prepare_output_dir(cfg) -> Path:
+    out = Path(cfg.output_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise RlsysError(f"output_dir '{out}' is not writable ({err.strerror}). Choose another output_dir.") from None
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    return out
+
+
+def base_model_path(cfg) -> str:
+    """`model.path`, or a tiny model and tokenizer built (once) into output_dir/base_model."""
+    if cfg.model.path:
+        from rlsys.models.builders import check_model_dir
+
+        check_model_dir(cfg.model.path)
+        return cfg.model.path
+    folder = Path(cfg.output_dir) / "base_model"
+    if not (folder / "config.json").exists():
+        from rlsys.data.job_data import embedded_task
+        from rlsys.models.tiny import build_tiny_model
+
+        task = embedded_task(cfg)
+        texts = task.pretrain_texts("train")[:2000] + [str(c["messages"]) for c in task.sft_conversations("train")[:500]]
+        build_tiny_model(folder, arch=cfg.model.tiny.arch, hidden_size=cfg.model.tiny.hidden_size,
+                         num_layers=cfg.model.tiny.num_layers, num_heads=cfg.model.tiny.num_heads, seed=cfg.seed,
+                         texts=texts)
+    return str(folder)
+
+
+class Checkpoints:
+    """checkpoints/step_N/ written atomically (temp folder, then rename), `latest` updated last."""
+
+    def __init__(self, output_dir: str, keep_last: int):
+        self.root = Path(output_dir) / "checkpoints"
+        self.keep_last = keep_last
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def latest(self) -> Path | None:
+        pointer = self.root / "latest"
+        if not pointer.exists():
+            return None
+        folder = self.root / pointer.read_text().strip()
+        return folder if (folder / "trainer_state.json").exists() else None
+
+    def resolve(self, resume) -> Path | None:
+        if resume in (False, None, "false"):
+            return None
+        if resume == "auto":
+            return self.latest()
+        folder = Path(resume)
+        if not (folder / "trainer_state.json").exists():
+            raise RlsysError(f"resume={resume} is not an rlsys checkpoint (no trainer_state.json). Use resume=auto "
+                             "or a checkpoints/step_N folder.")
+        return folder
+
+    def save(self, step: int, groups: dict[str, ActorGroup], state: dict) -> Path:
+        final = self.root / f"step_{step:06d}"
+        tmp = self.root / f".tmp_step_{step:06d}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for name, group in groups.items():
+            group.save_checkpoint(str(tmp / name))
+        with open(tmp / "trainer_state.json", "w") as handle:
+            json.dump({"step": step, **state}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        pointer_tmp = self.root / ".latest.tmp"
+        pointer_tmp.write_text(final.name)
+        pointer_tmp.replace(self.root / "latest")
+        self._prune()
+        return final
+
+    def _prune(self) -> None:
+        steps = sorted(p for p in self.root.glob("step_*") if p.is_dir())
+        for old in steps[: max(0, len(steps) - self.keep_last)]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    @staticmethod
+    def load(folder: Path, groups: dict[str, ActorGroup]) -> dict:
+        for name, group in groups.items():
+            group.load_checkpoint(str(folder / name))
+        return json.loads((folder / "trainer_state.json").read_text())
+
+
+def engine_settings(cfg, *, micro_batch_size: int, grad_accum_steps: int, lr: float | None = None,
+                    warmup_steps: int | None = None) -> dict:
+    t = cfg.trainer
+    return dict(zero_stage=cfg.deepspeed.zero_stage, offload_optimizer=cfg.deepspeed.offload_optimizer,
+                offload_params=cfg.deepspeed.offload_params, lr=lr or t.lr, min_lr_ratio=t.min_lr_ratio,
+                lr_schedule=t.lr_schedule, warmup_steps=t.warmup_steps if warmup_steps is None else warmup_steps,
+                total_steps=t.max_steps, weight_decay=t.weight_decay, grad_clip=t.grad_clip,
+                micro_batch_size=micro_batch_size, grad_accum_steps=grad_accum_steps)
+
+
+def start_train_group(role: str, cfg, model_path: str, device: str, *, trainable: bool, engine: dict,
+                      placement=None) -> ActorGroup:
+    """A group of TrainWorkers forming one torch.distributed world (NCCL on GPU, gloo on CPU)."""
+    resources = cfg.cluster[role]
+    placement = placement or place_group(role, resources, device, cfg.cluster)
+    spec = WorkerSpec(role=role, model_path=model_path, device=device, dtype=cfg.model.dtype, trainable=trainable,
+                      seed=cfg.seed, cpu_threads=max(1, int(resources.cpus_per_rank)),
+                      gradient_checkpointing=cfg.model.gradient_checkpointing,
+                      lora=OmegaConf.to_object(cfg.model.lora) if role == "policy" else None, engine=engine)
+    env = {"TORCH_CUDA_ARCH_LIST": os.environ.get("TORCH_CUDA_ARCH_LIST", "9.0")} if device == "cuda" else {}
+    group = ActorGroup(role, TrainWorker, placement, spec, env=env)
+    master_addr, master_port = ray.get(group.actors[0].node_address.remote())
+    ray.get([actor.setup.remote(rank, group.world_size, master_addr, master_port)
+             for rank, actor in enumerate(group.actors)])
+    return group
+
+
+def mean_metrics(per_rank: list[dict[str, float]]) -> dict[str, float]:
+    return {k: sum(m[k] for m in per_rank) / len(per_rank) for k in per_rank[0]}
