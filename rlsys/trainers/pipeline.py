@@ -1,0 +1,70 @@
+"""`rlsys pipeline`: pretrain -> SFT -> RL, each stage a normal job in output_dir/<stage>/, one Ray for all.
+
+Each stage starts from the previous stage's final checkpoint; held-out accuracy is printed after every
+stage and the table is written to output_dir/summary.json.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from rlsys.config.compose import compose_job
+from rlsys.config.validate import to_typed
+
+
+def stage_config(cfg, stage: str, previous: str | None):
+    shared = [f"output_dir={Path(cfg.output_dir) / stage}", f"seed={cfg.seed}",
+              f"logger=[{','.join(cfg.logger)}]", f"resume={str(cfg.resume).lower()}",
+              f"data.task.seed={cfg.data.task.seed}", f"data.task.heldout_size={cfg.data.task.heldout_size}",
+              f"cluster.device={cfg.cluster.device}"]
+    if cfg.cluster.address:
+        shared.append(f"cluster.address={cfg.cluster.address}")
+    if previous:
+        shared.append(f"model.path={Path(cfg.output_dir) / previous / 'checkpoints' / 'final'}")
+    overrides = shared + list(cfg.pipeline.stages.get(stage, []))
+    return to_typed(compose_job(stage, overrides))
+
+
+def print_table(summary: dict[str, float]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="held-out accuracy (greedy)")
+    for stage in summary:
+        table.add_column(stage, justify="right")
+    table.add_row(*(f"{value:.3f}" for value in summary.values()))
+    Console().print(table)
+
+
+def run(cfg) -> dict[str, float]:
+    from rlsys.trainers import rl, supervised
+
+    controllers = {"pretrain": supervised.train, "sft": supervised.train, "grpo": rl.train, "ppo": rl.train}
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    summary: dict[str, float] = {}
+    previous = None
+    for stage in ("pretrain", "sft", cfg.pipeline.rl):
+        stage_cfg = stage_config(cfg, stage, previous)
+        print(f"\n=== {stage} -> {stage_cfg.output_dir} ===", flush=True)
+        metrics = _recorded(stage_cfg) if _done(stage_cfg) else controllers[stage](stage_cfg)
+        summary[stage] = float(metrics.get("eval/accuracy", float("nan")))
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        print_table(summary)
+        previous = stage
+    return summary
+
+
+def _done(stage_cfg) -> bool:
+    """With resume=auto a finished stage is not run again."""
+    return stage_cfg.resume == "auto" and (Path(stage_cfg.output_dir) / "checkpoints" / "final" / "config.json").exists()
+
+
+def _recorded(stage_cfg) -> dict[str, float]:
+    from rlsys.logging import read_metrics
+
+    found = [r for r in read_metrics(stage_cfg.output_dir) if r.get("eval/accuracy") is not None]
+    return found[-1] if found else {}

@@ -1,0 +1,84 @@
+"""The actors of an RL job: policy and critic trainers, a frozen reference, vLLM rollout engines.
+
+Each role gets its own placement group sized from `cluster.<role>` and `rollout.*`, or with
+`cluster.colocate=true` all roles share one group of devices (vLLM sleeps while the trainers run).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from actors.cluster import check_capacity, connect, place_group, shared_placement
+from actors.group import ActorGroup, Placement, create_placement
+from actors.rollout import RolloutGroup, RolloutSpec
+from rlsys.trainers.common import engine_settings, start_train_group
+
+
+@dataclass
+class RLRoles:
+    policy: ActorGroup
+    reference: ActorGroup
+    rollout: RolloutGroup
+    critic: ActorGroup | None
+    colocated: bool
+
+    def trainers(self) -> dict[str, ActorGroup]:
+        return {"policy": self.policy, **({"critic": self.critic} if self.critic else {})}
+
+    def kill(self) -> None:
+        for group in (self.policy, self.reference, self.critic, self.rollout):
+            if group is not None:
+                group.kill()
+
+
+def _rollout_spec(cfg, model_path: str, device: str, colocated: bool) -> RolloutSpec:
+    r = cfg.rollout
+    return RolloutSpec(model_path=model_path, device=device, dtype=cfg.model.dtype, seed=cfg.seed,
+                       max_model_len=cfg.data.max_length, tensor_parallel_size=r.tensor_parallel_size,
+                       gpu_memory_utilization=r.gpu_memory_utilization if device == "cuda" else min(r.gpu_memory_utilization, 0.2),
+                       enable_sleep=colocated and device == "cuda")
+
+
+def _rollout_placement(cfg, device: str) -> Placement:
+    r = cfg.rollout
+    gpus = float(r.tensor_parallel_size) if device == "cuda" else 0
+    group = create_placement(r.num_engines, gpus=gpus, cpus=1.0, strategy=cfg.cluster.placement_strategy,
+                             extra_resources=dict(cfg.cluster.node_resources.get("rollout", {})))
+    return Placement(group, list(range(r.num_engines)), num_gpus=gpus, num_cpus=1.0)
+
+
+def start_roles(cfg, model_path: str, device: str) -> RLRoles:
+    c, t, a = cfg.cluster, cfg.trainer, cfg.algo
+    uses_critic = a.name == "ppo"
+    roles = [c.policy, c.reference] + ([c.critic] if uses_critic else [])
+    cpus = sum(g.num_ranks * g.cpus_per_rank for g in roles) + cfg.rollout.num_engines
+    connect(c, cpus_needed=cpus)
+    gpus = sum(g.num_ranks * g.gpus_per_rank for g in roles) + cfg.rollout.num_engines * cfg.rollout.tensor_parallel_size
+    check_capacity(device, c.policy.num_ranks if c.colocate else gpus)
+
+    sequences = (a.mini_batch_size or t.batch_size) * a.n_samples
+    grad_accum = sequences // (t.micro_batch_size * c.policy.num_ranks)
+    policy_engine = engine_settings(cfg, micro_batch_size=t.micro_batch_size, grad_accum_steps=grad_accum)
+    slots = None
+    if c.colocate:
+        _, slots = shared_placement(c.policy.num_ranks, 3 + uses_critic, device, c)
+    place = (lambda role, count: slots(count)) if slots else (lambda role, count: None)
+
+    policy = start_train_group("policy", cfg, model_path, device, trainable=True, engine=policy_engine,
+                               placement=place("policy", c.policy.num_ranks))
+    reference = start_train_group("reference", cfg, model_path, device, trainable=False,
+                                  engine=engine_settings(cfg, micro_batch_size=t.micro_batch_size, grad_accum_steps=1),
+                                  placement=place("reference", c.reference.num_ranks))
+    critic = None
+    if uses_critic:
+        critic_accum = sequences // (t.micro_batch_size * c.critic.num_ranks)
+        critic = start_train_group("critic", cfg, model_path, device, trainable=True,
+                                   engine=engine_settings(cfg, micro_batch_size=t.micro_batch_size,
+                                                          grad_accum_steps=critic_accum, lr=a.critic_lr),
+                                   placement=place("critic", c.critic.num_ranks))
+    rollout_placement = slots(cfg.rollout.num_engines) if slots else _rollout_placement(cfg, device)
+    env = {"VLLM_CPU_OMP_THREADS_BIND": "nobind"} if device == "cpu" else {}
+    env["TOKENIZERS_PARALLELISM"] = os.environ.get("TOKENIZERS_PARALLELISM", "false")
+    rollout = RolloutGroup(cfg.rollout.backend, _rollout_spec(cfg, model_path, device, c.colocate),
+                           rollout_placement, env=env)
+    return RLRoles(policy=policy, reference=reference, rollout=rollout, critic=critic, colocated=c.colocate)
