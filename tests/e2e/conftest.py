@@ -1,0 +1,40 @@
+"""Session-wide real stack: one local Ray, a tiny model built offline, one vLLM rollout engine."""
+import os
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=16, num_gpus=0, include_dashboard=False, configure_logging=False,
+             runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "VLLM_LOGGING_LEVEL": "WARNING"}})
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> str:
+    from rlsys.models.tiny import build_tiny_model
+
+    return str(build_tiny_model(tmp_path_factory.mktemp("models") / "tiny"))
+
+
+@pytest.fixture(scope="session")
+def vllm_rollout(ray_cluster, tiny_model):
+    """One vLLM engine for the whole session (it takes ~30 s to start on CPU)."""
+    from actors.group import Placement, create_placement
+    from actors.rollout import RolloutGroup, RolloutSpec
+
+    placement = Placement(create_placement(1, gpus=0, cpus=1), [0], num_gpus=0, num_cpus=1)
+    group = RolloutGroup("vllm", RolloutSpec(model_path=tiny_model, device="cpu", max_model_len=256,
+                                             gpu_memory_utilization=0.1), placement,
+                         env={"VLLM_CPU_OMP_THREADS_BIND": "nobind"})
+    yield group
+    group.kill()

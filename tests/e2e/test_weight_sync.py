@@ -1,0 +1,55 @@
+"""After a sync, every rollout engine's logprobs for a fixed sequence match the trainer's; before it they did not."""
+import pytest
+import torch
+
+TOLERANCE = 2e-4  # max |logp_engine - logp_trainer| per token, fp32 on CPU
+
+
+def start_policy(tiny_model: str, zero_stage: int, lr: float = 5e-2):
+    from omegaconf import OmegaConf
+
+    from actors.group import Placement, create_placement
+    from rlsys.config.schema import JobConfig
+    from rlsys.trainers.common import engine_settings, start_train_group
+
+    cfg = OmegaConf.structured(JobConfig)
+    cfg.deepspeed.zero_stage = zero_stage
+    cfg.trainer.lr, cfg.trainer.warmup_steps, cfg.trainer.lr_schedule = lr, 0, "constant"
+    placement = Placement(create_placement(2, gpus=0, cpus=1), [0, 1], num_gpus=0, num_cpus=1)
+    return start_train_group("policy", cfg, tiny_model, "cpu", trainable=True, placement=placement,
+                             engine=engine_settings(cfg, micro_batch_size=2, grad_accum_steps=1))
+
+
+def fixed_batch():
+    prompt = [[5, 6, 7, 8], [9, 10, 11, 12]]
+    response = [[13, 14, 15, 16, 17], [18, 19, 20, 21, 22]]
+    return {"prompt_ids": prompt + prompt, "response_ids": response + response}
+
+
+def engine_gap(policy, rollout, batch) -> float:
+    trainer = policy.logprobs(batch)["logp"]
+    sequences = [p + r for p, r in zip(batch["prompt_ids"], batch["response_ids"])]
+    worst = 0.0
+    for engine_view in rollout.prompt_logprobs(sequences):
+        for seq, prompt, expected in zip(engine_view, batch["prompt_ids"], trainer):
+            got = torch.tensor(seq[len(prompt) - 1:])
+            worst = max(worst, (got - torch.tensor(expected)).abs().max().item())
+    return worst
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("zero_stage", [3, 2])
+def test_sync_makes_engine_match_trainer(vllm_rollout, tiny_model, zero_stage):
+    policy = start_policy(tiny_model, zero_stage, lr=0.05 if zero_stage == 3 else 0.02)  # ends apart from the last test
+    batch = fixed_batch()
+    for _ in range(3):  # move the trainer's weights away from the engine's
+        batch_with_adv = dict(batch, advantages=[[1.0] * 5] * 4, old_logp=policy.logprobs(batch)["logp"])
+        policy.train(batch_with_adv, "policy", {"clip_low": 10.0, "clip_high": 10.0, "aggregation": "token_mean"})
+    before = engine_gap(policy, vllm_rollout, batch)
+    stats = policy.send_weights(vllm_rollout.engines, 64 * 1024)  # small buckets: several calls, not one per tensor
+    after = engine_gap(policy, vllm_rollout, batch)
+    policy.kill()
+    assert before > 100 * TOLERANCE, f"engine already matched the trained policy ({before:.2e})"
+    assert after < TOLERANCE, f"after sync the engine differs by {after:.2e}"
+    n_tensors = 2 * 2 * 9 + 3  # a generous upper bound would be one call per tensor
+    assert 1 < stats["sync_buckets"] < n_tensors

@@ -1,0 +1,62 @@
+"""Bad configs stop before anything starts, with one readable message that names the key (no traceback)."""
+import subprocess
+import sys
+
+import pytest
+
+from rlsys.config.compose import compose_job
+from rlsys.config.validate import ConfigError, to_typed
+
+
+def rlsys(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "launchers.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("trainer.max_stepz=3", "unknown config key 'trainer.max_stepz'. Did you mean 'trainer.max_steps'?"),
+    ("trainer.max_steps=abc", "config key 'trainer.max_steps' cannot be 'abc'"),
+    ("trainer.batch_size=-4", "trainer.batch_size must be positive, got -4"),
+    ("trainer.micro_batch_size=5", "must be a multiple of trainer.micro_batch_size x cluster.policy.num_ranks"),
+    ("algo.kl_estimator=k9", "config key 'algo.kl_estimator' is 'k9'; allowed: k1, k2, k3"),
+    ("optimiser.lr=1", "unknown config key 'optimiser'"),
+])
+def test_cli_config_errors_are_one_clear_line(override, expected):
+    job = "grpo" if override.startswith("algo") else "sft"
+    result = rlsys(job, override)
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_more_devices_than_the_cluster_offers():
+    from launchers.run import user_message
+    from rlsys.trainers import supervised
+
+    cfg = to_typed(compose_job("sft", ["cluster.device=cuda", "cluster.num_gpus=1", "cluster.policy.num_ranks=4",
+                                       "trainer.batch_size=64", "output_dir=/tmp/rlsys_test_devices"]))
+    import ray
+
+    try:
+        with pytest.raises(Exception) as caught:
+            supervised.train(cfg)
+    finally:
+        ray.shutdown()
+    assert "ask for 4 GPUs but the cluster has 1" in user_message(caught.value)
+
+
+def test_micro_batch_must_divide_rl_update():
+    with pytest.raises(ConfigError, match="algo.mini_batch_size x algo.n_samples"):
+        to_typed(compose_job("grpo", ["trainer.batch_size=3", "algo.n_samples=3", "trainer.micro_batch_size=2"]))
+
+
+def test_help_lists_every_job_and_cfg_job_prints_config():
+    out = rlsys("--help").stdout
+    for job in ("pipeline", "pretrain", "sft", "grpo", "ppo"):
+        assert f"  {job}" in out
+    shown = rlsys("sft", "--cfg", "job", "trainer.max_steps=7")
+    assert shown.returncode == 0 and "max_steps: 7" in shown.stdout
+
+
+def test_unknown_job():
+    result = rlsys("sfft")
+    assert result.returncode == 2 and "unknown job 'sfft'" in result.stderr
