@@ -9,6 +9,11 @@ from actors.group import Placement, create_placement
 from rlsys.errors import ClusterError
 
 
+# Library chatter that would bury rlsys's own progress lines (errors still come through).
+QUIET_ENV = {"TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+             "VLLM_LOGGING_LEVEL": "ERROR", "PYTHONWARNINGS": "ignore::FutureWarning,ignore::UserWarning"}
+
+
 def resolve_device(cluster) -> str:
     if cluster.device != "auto":
         return cluster.device
@@ -21,7 +26,7 @@ def connect(cluster, cpus_needed: float) -> None:
     """Join `cluster.address`, or start a local Ray sized for what the job asks (logical CPUs may exceed cores)."""
     if ray.is_initialized():
         return
-    env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "RAY_DEDUP_LOGS": "0"}}
+    env = {"env_vars": QUIET_ENV}
     if cluster.address:
         ray.init(address=cluster.address, runtime_env=env, log_to_driver=True)
         return

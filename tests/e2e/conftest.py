@@ -11,10 +11,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def ray_cluster():
     import ray
 
+    from actors.cluster import QUIET_ENV
+
     if ray.is_initialized():
         ray.shutdown()
     ray.init(num_cpus=16, num_gpus=0, include_dashboard=False, configure_logging=False,
-             runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "VLLM_LOGGING_LEVEL": "WARNING"}})
+             runtime_env={"env_vars": QUIET_ENV})
     yield ray
     ray.shutdown()
 
