@@ -15,6 +15,7 @@ class TinyModelConfig:
     hidden_size: int = 128
     num_layers: int = 2
     num_heads: int = 2
+    intermediate_size: int = 512
 
 
 @dataclass

@@ -64,6 +64,7 @@ class ArithmeticTask:
     question_template: str = "What is {a} {op} {b}?"
     multi_turn_fraction: float = 0.2  # share of SFT conversations with 2-3 Q/A turns
     lines_per_document: int = 16  # Q/A lines per pretraining document
+    pretrain_chat_fraction: float = 0.5  # share of pretraining documents written as ChatML transcripts
     pretrain_repeats: int = 1  # passes over the split's problems in pretrain_texts
 
     def __post_init__(self) -> None:
@@ -78,6 +79,8 @@ class ArithmeticTask:
             raise ValueError(f"heldout_size must be >= 0, got {self.heldout_size}")
         if not 0.0 <= self.multi_turn_fraction <= 1.0:
             raise ValueError(f"multi_turn_fraction must be in [0, 1], got {self.multi_turn_fraction}")
+        if not 0.0 <= self.pretrain_chat_fraction <= 1.0:
+            raise ValueError(f"pretrain_chat_fraction must be in [0, 1], got {self.pretrain_chat_fraction}")
         if self.lines_per_document < 1 or self.pretrain_repeats < 1:
             raise ValueError("lines_per_document and pretrain_repeats must be >= 1")
         if self.heldout_size >= self.space_size:
@@ -108,16 +111,36 @@ class ArithmeticTask:
 
     # ------------------------------------------------------------------ stage views
     def pretrain_texts(self, split: str) -> list[str]:
-        """Plain-text documents of ``lines_per_document`` lines "What is 37 + 48? 85"."""
+        """Text documents of ``lines_per_document`` problems each, every problem of the split once
+        per ``pretrain_repeats``.
+
+        A document is either plain lines "What is 37 + 48? 85" or, for a
+        ``pretrain_chat_fraction`` share of documents, the same problems as a ChatML
+        transcript (``<|im_start|>user\nWhat is 37 + 48?<|im_end|>\n<|im_start|>assistant\n85<|im_end|>\n``),
+        the format chat prompts use later; without it the SFT stage has to relearn the task
+        in the new format.
+        """
         problems = self.problems(split)
         rng = self._rng("pretrain", split)
-        lines: list[str] = []
+        order: list[Problem] = []
         for _ in range(self.pretrain_repeats):
-            order = list(problems)
-            rng.shuffle(order)
-            lines.extend(f"{p.question} {p.answer}" for p in order)
+            shuffled = list(problems)
+            rng.shuffle(shuffled)
+            order.extend(shuffled)
         k = self.lines_per_document
-        return ["\n".join(lines[i : i + k]) for i in range(0, len(lines), k)]
+        docs = []
+        for i in range(0, len(order), k):
+            chunk = order[i : i + k]
+            if rng.random() < self.pretrain_chat_fraction:
+                docs.append(
+                    "".join(
+                        f"<|im_start|>user\n{p.question}<|im_end|>\n<|im_start|>assistant\n{p.answer}<|im_end|>\n"
+                        for p in chunk
+                    )
+                )
+            else:
+                docs.append("\n".join(f"{p.question} {p.answer}" for p in chunk))
+        return docs
 
     def sft_conversations(self, split: str) -> list[dict]:
         """Chat conversations; each problem of the split is used once.

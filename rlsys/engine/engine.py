@@ -63,10 +63,11 @@ def deepspeed_config(s: EngineSettings, trainable: bool) -> dict:
         "wall_clock_breakdown": False,
     }
     if trainable:
-        # Fused/CPU Adam builds C++/CUDA ops; torch's AdamW needs no build and is what CPU runs use.
-        config["optimizer"] = {"type": "AdamW", "params": {
-            "lr": s.lr, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": s.weight_decay,
-            "torch_adam": s.device != "cuda" or s.offload_optimizer}}
+        # torch's AdamW (fused on GPU) needs no op build; offloading keeps DeepSpeed's CPU Adam.
+        params = {"lr": s.lr, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": s.weight_decay}
+        if not s.offload_optimizer:
+            params.update(torch_adam=True, **({"fused": True} if s.device == "cuda" else {}))
+        config["optimizer"] = {"type": "AdamW", "params": params}
     return config
 
 

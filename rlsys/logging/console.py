@@ -4,11 +4,12 @@ from __future__ import annotations
 import sys
 import time
 
-SHOWN = ("train/loss", "reward/mean", "eval/accuracy", "train/kl", "perf/tokens_per_s", "perf/gen_tokens_per_s")
+SHOWN = {"train/loss": "loss", "reward/mean": "reward", "eval/accuracy": "eval_acc", "train/kl": "kl",
+         "perf/tokens_per_s": "tok/s", "perf/gen_tokens_per_s": "gen_tok/s", "perf/step_s": "step_s"}
 
 
 def _summary(metrics: dict[str, float]) -> str:
-    return "  ".join(f"{k.split('/', 1)[1]}={metrics[k]:.4g}" for k in SHOWN if metrics.get(k) is not None)
+    return "  ".join(f"{label}={metrics[k]:.4g}" for k, label in SHOWN.items() if metrics.get(k) is not None)
 
 
 class ConsoleSink:

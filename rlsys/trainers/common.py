@@ -43,7 +43,9 @@ def base_model_path(cfg) -> str:
         task = embedded_task(cfg)
         texts = task.pretrain_texts("train")[:2000] + [str(c["messages"]) for c in task.sft_conversations("train")[:500]]
         build_tiny_model(folder, arch=cfg.model.tiny.arch, hidden_size=cfg.model.tiny.hidden_size,
-                         num_layers=cfg.model.tiny.num_layers, num_heads=cfg.model.tiny.num_heads, seed=cfg.seed,
+                         num_layers=cfg.model.tiny.num_layers, num_heads=cfg.model.tiny.num_heads,
+                         intermediate_size=cfg.model.tiny.intermediate_size, seed=cfg.seed,
+                         max_position_embeddings=max(512, cfg.data.max_length),
                          texts=texts)
     return str(folder)
 

@@ -150,7 +150,7 @@ def train(cfg) -> dict:
                     roles.rollout.wake_up()
                 sync = roles.policy.send_weights(roles.rollout.engines, int(r.weight_sync_bucket_mb * 2**20))
 
-        kl = masked_mean(kl_penalty(old_logp, ref_logp, "k1"), mask).item()
+        kl = masked_mean(kl_penalty(old_logp, ref_logp, "k3"), mask).item()  # k3: unbiased and never negative
         kl_ctl.update(kl, t.batch_size * a.n_samples)
         gen_tokens = sum(lengths)
         metrics = {
