@@ -46,9 +46,22 @@ def create_placement(num_bundles: int, *, gpus: float, cpus: float, strategy: st
         from rlsys.errors import ClusterError
 
         raise ClusterError(f"the cluster cannot place {num_bundles} x {bundle} (strategy {strategy}) within "
-                           f"{timeout_s:.0f}s; it offers {ray.available_resources()}. Ask for fewer ranks or "
+                           f"{timeout_s:.0f}s; free now: {free_devices()}. Ask for fewer ranks or "
                            "devices, or add nodes.")
     return group
+
+
+def free_devices() -> dict[str, float]:
+    available = ray.available_resources()
+    return {name: available.get(name, 0.0) for name in ("CPU", "GPU")}
+
+
+def release(group: PlacementGroup) -> None:
+    """Give a placement group's resources back (a no-op when it is already gone, e.g. shared by roles)."""
+    try:
+        remove_placement_group(group)
+    except Exception:  # noqa: BLE001 - removed already
+        pass
 
 
 def split_batch(batch: dict[str, list], parts: int) -> list[dict[str, list]]:
@@ -113,3 +126,4 @@ class ActorGroup:
     def kill(self) -> None:
         for actor in self.actors:
             ray.kill(actor, no_restart=True)
+        release(self.placement.group)

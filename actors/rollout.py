@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import ray
 
-from actors.group import Placement
+from actors.group import Placement, release
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 
@@ -173,6 +173,7 @@ class RolloutGroup:
 
     def __init__(self, backend: str, spec: RolloutSpec, placement: Placement, env: dict[str, str] | None = None):
         remote_cls = ray.remote(ENGINES[backend])
+        self.placement = placement
         self.engines = [
             remote_cls.options(num_cpus=placement.num_cpus, num_gpus=placement.num_gpus,
                                runtime_env={"env_vars": env or {}},
@@ -214,3 +215,4 @@ class RolloutGroup:
     def kill(self) -> None:
         for engine in self.engines:
             ray.kill(engine, no_restart=True)
+        release(self.placement.group)
