@@ -77,6 +77,15 @@ def concat_results(results: list[Any]) -> Any:
     return [x for r in results for x in r] if results and isinstance(results[0], list) else results
 
 
+def actor_location() -> dict[str, str | int | None]:
+    """Where the calling actor runs: process, node and placement group (for placement reports and tests)."""
+    import os
+
+    context = ray.get_runtime_context()
+    return {"pid": os.getpid(), "node_id": context.get_node_id(), "placement_group": context.get_placement_group_id(),
+            "gpus": ",".join(map(str, ray.get_gpu_ids()))}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("", 0))
@@ -122,6 +131,9 @@ class ActorGroup:
             results = ray.get(self.call_async(method, *args, **kwargs))
             return results[0] if mode == RANK0 else results
         return call
+
+    def locations(self) -> list[dict]:
+        return ray.get([actor.location.remote() for actor in self.actors])
 
     def kill(self) -> None:
         for actor in self.actors:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import ray
 
-from actors.group import Placement, release
+from actors.group import Placement, actor_location, release
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 
@@ -83,6 +83,9 @@ class VLLMEngine:
     def finish_weight_update(self) -> None:
         self.llm.collective_rpc("rlsys_finish_update")
         self.llm.reset_prefix_cache()
+
+    def location(self) -> dict:
+        return actor_location()
 
     def sleep(self) -> None:
         self.llm.sleep(level=1)
@@ -158,6 +161,9 @@ class HFEngine:
         if unexpected:
             raise RuntimeError(f"weight update carried unknown tensors: {unexpected[:5]}")
 
+    def location(self) -> dict:
+        return actor_location()
+
     def sleep(self) -> None:
         pass
 
@@ -205,6 +211,9 @@ class RolloutGroup:
     def prompt_logprobs(self, sequences: list[list[int]]) -> list[list[list[float]]]:
         """Each engine's view (for checking that a weight sync reached all of them)."""
         return ray.get([e.prompt_logprobs.remote(sequences) for e in self.engines])
+
+    def locations(self) -> list[dict]:
+        return ray.get([e.location.remote() for e in self.engines])
 
     def sleep(self) -> None:
         ray.get([e.sleep.remote() for e in self.engines])

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from actors.group import ALL, RANK0, SPLIT, dispatch, free_port
+from actors.group import ALL, RANK0, SPLIT, actor_location, dispatch, free_port
 
 ROLE_MODEL = {"policy": "causal_lm", "reference": "causal_lm", "critic": "value"}
 
@@ -43,10 +43,8 @@ class TrainWorker:
 
         return ray.util.get_node_ip_address(), free_port()
 
-    def node_id(self) -> str:
-        import ray
-
-        return ray.get_runtime_context().get_node_id()
+    def location(self) -> dict:
+        return actor_location()
 
     def setup(self, rank: int, world_size: int, master_addr: str, master_port: int) -> None:
         """Join the group's torch.distributed world and build the model inside the engine."""

@@ -68,14 +68,14 @@ def is_loss(name: str) -> bool:
 # ---- plotting ----
 
 def smooth(values: np.ndarray) -> np.ndarray:
-    """A debiased exponential moving average whose span grows with the run (about a tenth of it)."""
-    span = min(50, max(1, len(values) // 10))
-    alpha, average, weight, out = 2 / (span + 1), 0.0, 0.0, np.empty_like(values)
-    for i, value in enumerate(values):
-        average = (1 - alpha) * average + alpha * value
-        weight = (1 - alpha) * weight + alpha
-        out[i] = average / weight
-    return out
+    """A centred moving average over about a fifteenth of the run: no lag, unlike an EMA.
+
+    The window narrows symmetrically towards both ends, so the ends stay centred too (the first point is raw).
+    """
+    index = np.arange(len(values))
+    half = np.minimum(max(1, len(values) // 30), np.minimum(index, len(values) - 1 - index))
+    cumulative = np.concatenate([[0.0], np.cumsum(values)])
+    return (cumulative[index + half + 1] - cumulative[index - half]) / (2 * half + 1)
 
 
 def new_figure(panels: int, title: str) -> tuple[Figure, list]:
@@ -96,6 +96,8 @@ def style(ax, ylabel: str, title: str | None = None) -> None:
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3)
+    ax.set_axisbelow(True)
+    ax.ticklabel_format(axis="y", useOffset=False)  # plain values, not "1e-13 + 2e-1" on flat curves
 
 
 def plot_noisy(ax, steps: np.ndarray, values: np.ndarray, label: str, color: str = "C0") -> None:
@@ -151,8 +153,12 @@ def step_time_parts(records: list[dict]) -> tuple[np.ndarray, dict[str, np.ndarr
 def step_time_figure(records: list[dict], title: str) -> Figure:
     figure, [ax] = new_figure(1, title)
     steps, parts = step_time_parts(records)
-    ax.stackplot(steps, *parts.values(), labels=list(parts), alpha=0.85)
     style(ax, "seconds per step")
+    if list(parts) == ["step"]:  # no phases logged (pretrain, SFT): just the step time
+        plot_noisy(ax, steps, parts["step"], "step")
+        ax.set_ylim(bottom=0)
+        return figure
+    ax.stackplot(steps, *parts.values(), labels=list(parts), alpha=0.85)
     ax.set_xlim(steps.min(), steps.max())
     handles, labels = ax.get_legend_handles_labels()
     ax.legend(handles[::-1], labels[::-1], loc="upper left", bbox_to_anchor=(1.01, 1), title="phase")
@@ -169,6 +175,7 @@ def stage_accuracy_figure(accuracy: dict[str, float], title: str) -> Figure:
     ax.set_xlabel("stage")
     ax.set_ylabel("held-out accuracy")
     ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
     return figure
 
 

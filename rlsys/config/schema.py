@@ -48,11 +48,15 @@ class DataConfig:
     train: Optional[str] = None  # jsonl / json / parquet file or folder, or hf:<dataset name>; None: embedded task
     eval: Optional[str] = None  # held-out prompts with answers; None: the embedded held-out split
     split: str = "train"
-    columns: Dict[str, str] = field(default_factory=dict)  # rlsys name -> your column, e.g. {messages: conversation}
+    # rlsys name -> your column name, e.g. data.columns.messages=conversation
+    columns: Dict[str, str] = field(default_factory=lambda: {name: name for name in DATA_COLUMNS})
     max_length: int = 256
     packing: bool = False
     on_error: str = "fail"  # fail | skip: what to do with a malformed row
     task: TaskConfig = field(default_factory=TaskConfig)
+
+
+DATA_COLUMNS = ("text", "messages", "prompt", "response", "answer", "chosen", "rejected")
 
 
 @dataclass
@@ -100,7 +104,9 @@ class ClusterConfig:
     reference: GroupResources = field(default_factory=GroupResources)
     critic: GroupResources = field(default_factory=GroupResources)
     reward: GroupResources = field(default_factory=GroupResources)
-    node_resources: Dict[str, Dict[str, float]] = field(default_factory=dict)  # role -> extra Ray resources
+    # role -> custom Ray resources its bundles need, e.g. cluster.node_resources.rollout={node_a: 1}
+    node_resources: Dict[str, Dict[str, float]] = field(
+        default_factory=lambda: {role: {} for role in ("policy", "reference", "critic", "rollout")})
 
 
 @dataclass

@@ -70,8 +70,8 @@ def read_rows(spec: str, split: str = "train", on_error: str = "fail") -> Loaded
 
 def map_columns(loaded: LoadedRows, columns: Mapping[str, str], required: list[str]) -> LoadedRows:
     """Rename the user's columns to rlsys names and check the required ones are there."""
-    renamed = [{rl: row.get(user) for rl, user in columns.items()} | {k: v for k, v in row.items()
-               if k not in columns.values()} for row in loaded.rows]
+    renames = {user: rl for rl, user in columns.items()}
+    renamed = [{renames.get(key, key): value for key, value in row.items()} for row in loaded.rows]
     if not renamed:
         raise DataError(f"'{loaded.source}' holds no rows.")
     available = sorted(renamed[0])

@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import json
 import time
 from contextlib import contextmanager
 
@@ -77,6 +78,7 @@ def train(cfg) -> dict:
     examples = [{"index": i} for i in range(len(rows))]
 
     roles = start_roles(cfg, model_path, device)
+    (out / "placement.json").write_text(json.dumps(roles.locations(), indent=2))
     kl_ctl = build_kl_controller(a.kl_controller, a.kl_coef, a.kl_target, a.kl_horizon)
     checkpoints = Checkpoints(cfg.output_dir, t.keep_last)
     resume_from = checkpoints.resolve(cfg.resume)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from actors.cluster import check_capacity, connect, place_group, shared_placement
+from actors.cluster import check_capacity, connect, shared_placement
 from actors.group import ActorGroup, Placement, create_placement
 from actors.rollout import RolloutGroup, RolloutSpec
 from rlsys.trainers.common import engine_settings, start_train_group
@@ -24,6 +24,11 @@ class RLRoles:
 
     def trainers(self) -> dict[str, ActorGroup]:
         return {"policy": self.policy, **({"critic": self.critic} if self.critic else {})}
+
+    def locations(self) -> dict[str, list[dict]]:
+        """Each role's actors: pid, node, placement group, GPUs (written to output_dir/placement.json)."""
+        groups = {"policy": self.policy, "reference": self.reference, "critic": self.critic, "rollout": self.rollout}
+        return {name: group.locations() for name, group in groups.items() if group is not None}
 
     def kill(self) -> None:
         for group in (self.policy, self.reference, self.critic, self.rollout):

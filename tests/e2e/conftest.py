@@ -40,3 +40,31 @@ def vllm_rollout(ray_cluster, tiny_model):
                          env={"VLLM_CPU_OMP_THREADS_BIND": "nobind"})
     yield group
     group.kill()
+
+
+def run_job(job: str, output_dir, *overrides: str) -> list[dict]:
+    """Run a job in this process (on the session's Ray) exactly as `rlsys JOB overrides` would; its metrics."""
+    from launchers.run import run_config
+    from rlsys.config.compose import compose_job
+    from rlsys.logging import read_metrics
+
+    run_config(compose_job(job, [f"output_dir={output_dir}", "logger=[jsonl]", *overrides]))
+    return read_metrics(str(output_dir))
+
+
+def last(metrics: list[dict], key: str) -> float:
+    return [m[key] for m in metrics if m.get(key) is not None][-1]
+
+
+@pytest.fixture(scope="session")
+def pretrained(ray_cluster, tmp_path_factory):
+    """The embedded pretraining stage with its preset settings."""
+    out = tmp_path_factory.mktemp("pretrain")
+    return out, run_job("pretrain", out)
+
+
+@pytest.fixture(scope="session")
+def sft_model(pretrained, tmp_path_factory):
+    """SFT from the pretrained checkpoint with its preset settings; (output_dir, metrics)."""
+    out = tmp_path_factory.mktemp("sft")
+    return out, run_job("sft", out, f"model.path={pretrained[0] / 'checkpoints' / 'final'}")

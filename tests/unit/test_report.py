@@ -31,7 +31,7 @@ def rl_records(steps: int = 60, seed: int = 0) -> list[dict]:
 
 
 def sft_records(steps: int = 40) -> list[dict]:
-    return [{"step": s, "train/loss": 3.0 * math.exp(-s / 10) + 0.3, "perf/step_s": 0.2,
+    return [{"step": s, "train/loss": 3.0 * math.exp(-s / 10) + 0.3, "perf/step_s": 0.2 + 0.01 * (s % 3),
              **({"eval/accuracy": 0.3} if s == steps else {})} for s in range(1, steps + 1)]
 
 

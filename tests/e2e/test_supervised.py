@@ -1,0 +1,101 @@
+"""Pretraining and SFT on the real stack: 2 DeepSpeed ranks over gloo in Ray actors, transformers, vLLM."""
+import json
+
+import pytest
+import torch
+
+from tests.e2e.conftest import last, run_job
+
+pytestmark = pytest.mark.e2e
+
+
+def test_pretraining_loss_falls_by_half(pretrained):
+    _, metrics = pretrained
+    losses = [m["train/loss"] for m in metrics]
+    first, final = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert final < first / 2, f"loss {first:.3f} -> {final:.3f}"
+
+
+def test_sft_raises_heldout_accuracy_well_above_pretraining(pretrained, sft_model):
+    before, after = last(pretrained[1], "eval/accuracy"), last(sft_model[1], "eval/accuracy")
+    assert after >= before + 0.15, f"held-out accuracy {before:.3f} -> {after:.3f}"
+
+
+def test_final_checkpoint_loads_in_transformers_and_vllm(sft_model, vllm_rollout):
+    """transformers and a vLLM engine (given the checkpoint's weights) decode the same greedy answer."""
+    import ray
+    from safetensors.torch import load_file, save
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from actors.rollout import Sampling
+
+    final = sft_model[0] / "checkpoints" / "final"
+    assert json.loads((final / "tokenizer_config.json").read_text()) and (final / "chat_template.jinja").exists()
+    tokenizer = AutoTokenizer.from_pretrained(final)
+    model = AutoModelForCausalLM.from_pretrained(final)
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What is 12 + 7?"}], tokenize=False,
+                                           add_generation_prompt=True)
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    hf_answer = model.generate(torch.tensor([ids]), max_new_tokens=8, do_sample=False)[0, len(ids):].tolist()
+
+    weights = load_file(final / "model.safetensors")
+    if "lm_head.weight" not in weights:  # tied: vLLM takes the full set
+        weights["lm_head.weight"] = weights["model.embed_tokens.weight"].clone()
+    engine = vllm_rollout.engines[0]
+    ray.get(engine.begin_weight_update.remote())
+    ray.get(engine.receive_bucket.remote(save(weights)))
+    ray.get(engine.finish_weight_update.remote())
+    vllm_answer = vllm_rollout.generate([ids], Sampling(n=1, temperature=0.0, max_new_tokens=8))[0]["response_ids"]
+    eos = tokenizer.eos_token_id
+    trim = lambda seq: seq[: seq.index(eos) + 1] if eos in seq else seq
+    assert trim(hf_answer) == trim(vllm_answer)
+    assert tokenizer.decode(trim(hf_answer), skip_special_tokens=True).strip()
+
+
+def test_vllm_loads_the_checkpoint_folder_directly(sft_model):
+    """A fresh vLLM engine started on checkpoints/final (what users do with `vllm.LLM(path)`)."""
+    import ray
+
+    from actors.group import Placement, create_placement
+    from actors.rollout import RolloutGroup, RolloutSpec, Sampling
+
+    final = str(sft_model[0] / "checkpoints" / "final")
+    placement = Placement(create_placement(1, gpus=0, cpus=1), [0], num_gpus=0, num_cpus=1)
+    group = RolloutGroup("vllm", RolloutSpec(model_path=final, device="cpu", max_model_len=256,
+                                             gpu_memory_utilization=0.1), placement)
+    try:
+        out = group.generate([[1, 2, 3]], Sampling(n=2, temperature=1.0, max_new_tokens=4))
+        assert len(out) == 2 and all(1 <= len(s["response_ids"]) <= 4 for s in out)
+    finally:
+        group.kill()
+
+
+def test_zero3_trains(pretrained, tmp_path):
+    metrics = run_job("sft", tmp_path, f"model.path={pretrained[0] / 'checkpoints' / 'final'}",
+                      "deepspeed.zero_stage=3", "trainer.max_steps=30", "trainer.eval_samples=16")
+    losses = [m["train/loss"] for m in metrics]
+    assert sum(losses[-5:]) < 0.8 * sum(losses[:5])
+    assert (tmp_path / "checkpoints" / "final" / "model.safetensors").exists()
+
+
+def test_lora_sft_saves_a_merged_checkpoint(pretrained, tmp_path):
+    from safetensors.torch import load_file
+
+    base = pretrained[0] / "checkpoints" / "final"
+    metrics = run_job("sft", tmp_path, f"model.path={base}", "model.lora.enabled=true", "model.lora.r=16",
+                      "trainer.lr=5e-3", "trainer.max_steps=30", "trainer.eval_samples=16")
+    losses = [m["train/loss"] for m in metrics]
+    assert sum(losses[-5:]) < sum(losses[:5])
+    merged, original = load_file(tmp_path / "checkpoints/final/model.safetensors"), load_file(base / "model.safetensors")
+    assert set(merged) == set(original), "the merged checkpoint has the base model's tensor names, no adapters"
+    changed = [k for k in merged if "q_proj.weight" in k and not torch.equal(merged[k], original[k])]
+    assert changed, "LoRA deltas were merged into the attention projections"
+
+
+def test_resume_auto_continues_from_the_recorded_step(pretrained, tmp_path):
+    base = f"model.path={pretrained[0] / 'checkpoints' / 'final'}"
+    common = [base, "trainer.save_every=5", "trainer.eval_samples=8"]
+    run_job("sft", tmp_path, *common, "trainer.max_steps=10")
+    assert (tmp_path / "checkpoints" / "latest").read_text() == "step_000010"
+    metrics = run_job("sft", tmp_path, *common, "trainer.max_steps=15", "resume=auto")
+    assert [m["step"] for m in metrics] == list(range(1, 16)), "no step lost or repeated"
