@@ -36,7 +36,7 @@ def connect(cluster, cpus_needed: float) -> None:
 
         num_gpus = torch.cuda.device_count()
     num_cpus = cluster.num_cpus or max(os.cpu_count() or 1, int(cpus_needed + 0.999))
-    ray.init(num_cpus=num_cpus, num_gpus=num_gpus, runtime_env=env, include_dashboard=False,
+    ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus,  # never attach to another `ray start` cluster runtime_env=env, include_dashboard=False,
              log_to_driver=True, configure_logging=False)
 
 
@@ -51,11 +51,17 @@ def check_capacity(device: str, gpus_needed: float) -> None:
                            "cluster.colocate=true to share devices, or add nodes.")
 
 
+def node_label_resources(cluster, role: str) -> dict[str, float]:
+    """A sliver of the role's node label resource: bundles then only fit on nodes that carry the label."""
+    label = cluster.node_labels.get(role)
+    return {label: 0.001} if label else {}
+
+
 def place_group(role: str, resources, device: str, cluster, *, gpus_override: float | None = None) -> Placement:
     """A placement group of one bundle per rank for one role."""
     gpus = (gpus_override if gpus_override is not None else resources.gpus_per_rank) if device == "cuda" else 0
     group = create_placement(resources.num_ranks, gpus=gpus, cpus=resources.cpus_per_rank,
-                             strategy=cluster.placement_strategy, extra_resources=dict(cluster.node_resources.get(role, {})))
+                             strategy=cluster.placement_strategy, extra_resources=node_label_resources(cluster, role))
     return Placement(group, list(range(resources.num_ranks)), num_gpus=gpus, num_cpus=resources.cpus_per_rank)
 
 

@@ -14,10 +14,24 @@ JOBS = {
     "ppo": "PPO: GAE with a critic, clipped policy and value losses, KL to the reference",
 }
 
+# Commands that manage runs rather than train: (module, function, one line of help)
+TOOLS = {
+    "submit": ("launchers.submit", "main_submit", "submit JOB overrides... to a Ray cluster and follow its logs"),
+    "status": ("launchers.submit", "main_status", "status of a submitted job"),
+    "logs": ("launchers.submit", "main_logs", "logs of a submitted job (-f to follow)"),
+    "stop": ("launchers.submit", "main_stop", "stop a submitted job"),
+    "k8s": ("launchers.k8s", "main_k8s", "print a KubeRay RayJob (or --cluster: RayCluster) for JOB overrides..."),
+    "report": ("launchers.report", "main_report", "PNG plots and a text summary of a run folder"),
+}
+
 USAGE = """usage: rlsys JOB [key=value ...] [--cfg job] [-m key=a,b]
+       rlsys COMMAND [args...]            (rlsys COMMAND --help for its options)
 
 Jobs:
 {jobs}
+
+Commands:
+{tools}
 
 Every job writes into output_dir: config.yaml, metrics.jsonl, checkpoints/ (final/ loads in transformers and vLLM).
 Keys with the same meaning in every job:
@@ -39,9 +53,10 @@ Examples:
 
 
 def print_usage(stream=sys.stdout) -> None:
-    width = max(map(len, JOBS))
+    width = max(map(len, [*JOBS, *TOOLS]))
     jobs = "\n".join(f"  {name:<{width}}  {text}" for name, text in JOBS.items())
-    print(USAGE.format(jobs=jobs), file=stream)
+    tools = "\n".join(f"  {name:<{width}}  {text}" for name, (_, _, text) in TOOLS.items())
+    print(USAGE.format(jobs=jobs, tools=tools), file=stream)
 
 
 HYDRA_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--info", "-i", "--config-dir", "-cd",
@@ -72,6 +87,11 @@ def main(argv: list[str] | None = None) -> None:
         print_usage()
         return
     job, overrides = argv[0], argv[1:]
+    if job in TOOLS:
+        import importlib
+
+        module, function, _ = TOOLS[job]
+        sys.exit(getattr(importlib.import_module(module), function)(overrides))
     if job not in JOBS:
         print_usage(sys.stderr)
         fail(job, f"unknown job '{job}'; choose one of: {', '.join(JOBS)}.")

@@ -37,7 +37,7 @@ class Demand:
 
 
 def demand(cfg) -> Demand:
-    """The devices the job's roles ask for: what `rlsys.trainers.rl_roles` places, rounded up."""
+    """The devices the job's roles ask for (what `rlsys.trainers.rl_roles` places), rounded up; no GPUs on CPU."""
     if cfg.job == "pipeline":
         from rlsys.trainers.pipeline import stage_config
 
@@ -52,11 +52,7 @@ def demand(cfg) -> Demand:
     gpus = (c.policy.num_ranks * c.policy.gpus_per_rank if c.colocate
             else sum(g.num_ranks * g.gpus_per_rank for g in groups) + rollout_gpus)
     cpus = sum(g.num_ranks * g.cpus_per_rank for g in groups) + rollout_cpus
-    return Demand(math.ceil(gpus), math.ceil(cpus))
-
-
-def uses_gpus(cfg, need: Demand) -> bool:
-    return cfg.cluster.device != "cpu" and need.gpus > 0
+    return Demand(0 if c.device == "cpu" else math.ceil(gpus), math.ceil(cpus))
 
 
 def output_dir_in_volume(output_dir: str, mount_path: str) -> str:
@@ -75,12 +71,12 @@ def override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def entrypoint(cfg, job: str, overrides: list[str], options: KubeOptions) -> str:
+def entrypoint(cfg, job: str, overrides: list[str], options: KubeOptions, need: Demand) -> str:
     """`rlsys JOB overrides...` joining the cluster, writing into the volume, on the workers' device."""
     pinned = {
         "output_dir": output_dir_in_volume(cfg.output_dir, options.mount_path),
         # the driver runs on the GPU-less head pod, where device=auto would pick the CPU
-        "cluster.device": "cuda" if uses_gpus(cfg, demand(cfg)) else "cpu",
+        "cluster.device": "cuda" if need.gpus else "cpu",
         "cluster.address": "auto",
     }
     kept = [o for o in overrides if override_key(o) not in pinned]
@@ -96,18 +92,17 @@ def resources(cpus: int, memory_gib: int, gpus: int = 0) -> dict:
     return {"requests": requests, "limits": limits}
 
 
-def pod_template(container_name: str, image: str, pod_resources: dict, options: KubeOptions,
-                 ports: list[dict] | None = None) -> dict:
-    memory_gib = int(pod_resources["requests"]["memory"].removesuffix("Gi"))
+def pod_template(container_name: str, image: str, options: KubeOptions, *, cpus: int, memory_gib: int,
+                 gpus: int = 0, ports: list[dict] | None = None) -> dict:
     container = {
         "name": container_name,
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "resources": pod_resources,
+        "resources": resources(cpus, memory_gib, gpus),
         "env": [
             {"name": "WANDB_API_KEY", "valueFrom": {"secretKeyRef": {
                 "name": options.wandb_secret, "key": WANDB_SECRET_KEY, "optional": True}}},
-            # one model cache for all pods, so a hub model is downloaded once
+            # one cache for all pods, so a hub dataset (data.train=hf:NAME) is downloaded once
             {"name": "HF_HOME", "value": f"{options.mount_path}/.cache/huggingface"},
         ],
         "volumeMounts": [{"name": "checkpoints", "mountPath": options.mount_path},
@@ -128,25 +123,24 @@ def pod_template(container_name: str, image: str, pod_resources: dict, options: 
     }
 
 
-def worker_group(cfg, image: str, options: KubeOptions) -> dict:
-    need = demand(cfg)
-    if uses_gpus(cfg, need):
+def worker_group(need: Demand, image: str, options: KubeOptions) -> dict:
+    if need.gpus:
         gpus = min(options.gpus_per_node, need.gpus)
         replicas = math.ceil(need.gpus / gpus)
         cpus = max(math.ceil(need.cpus / replicas), CPUS_PER_GPU * gpus)
-        pod = resources(cpus, MEMORY_GIB_PER_GPU * gpus, gpus)
+        memory_gib = MEMORY_GIB_PER_GPU * gpus
     else:
         gpus, replicas, cpus = 0, 1, need.cpus
-        pod = resources(cpus, max(8, MEMORY_GIB_PER_CPU * cpus))
+        memory_gib = max(8, MEMORY_GIB_PER_CPU * cpus)
     return {
         "groupName": "gpu-workers" if gpus else "cpu-workers",
         "replicas": replicas, "minReplicas": replicas, "maxReplicas": replicas,
         "rayStartParams": {"num-cpus": str(cpus), "num-gpus": str(gpus)},
-        "template": pod_template("ray-worker", image, pod, options),
+        "template": pod_template("ray-worker", image, options, cpus=cpus, memory_gib=memory_gib, gpus=gpus),
     }
 
 
-def ray_cluster_spec(cfg, image: str, options: KubeOptions) -> dict:
+def ray_cluster_spec(need: Demand, image: str, options: KubeOptions) -> dict:
     ports = [{"name": "gcs", "containerPort": 6379}, {"name": "dashboard", "containerPort": 8265},
              {"name": "client", "containerPort": 10001}]
     return {
@@ -154,9 +148,10 @@ def ray_cluster_spec(cfg, image: str, options: KubeOptions) -> dict:
         "headGroupSpec": {
             # num-cpus 0: actors go to the workers, the head keeps the driver and Ray's control plane
             "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0", "num-gpus": "0"},
-            "template": pod_template("ray-head", image, resources(HEAD_CPUS, HEAD_MEMORY_GIB), options, ports),
+            "template": pod_template("ray-head", image, options, cpus=HEAD_CPUS, memory_gib=HEAD_MEMORY_GIB,
+                                     ports=ports),
         },
-        "workerGroupSpecs": [worker_group(cfg, image, options)],
+        "workerGroupSpecs": [worker_group(need, image, options)],
     }
 
 
@@ -168,32 +163,34 @@ def metadata(job: str, options: KubeOptions, annotations: dict | None = None) ->
 
 def render_rayjob(cfg, job: str, overrides: list[str], image: str, options: KubeOptions = KubeOptions()) -> dict:
     """A RayJob: KubeRay starts a cluster, runs the job on it, and tears the cluster down when it ends."""
+    need = demand(cfg)
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayJob",
         "metadata": metadata(job, options),
         "spec": {
-            "entrypoint": entrypoint(cfg, job, overrides, options),
+            "entrypoint": entrypoint(cfg, job, overrides, options, need),
             "submissionMode": "K8sJobMode",
             "shutdownAfterJobFinishes": True,
             "ttlSecondsAfterFinished": options.ttl_seconds,
-            "rayClusterSpec": ray_cluster_spec(cfg, image, options),
+            "rayClusterSpec": ray_cluster_spec(need, image, options),
         },
     }
 
 
 def render_raycluster(cfg, job: str, overrides: list[str], image: str, options: KubeOptions = KubeOptions()) -> dict:
     """A long-lived RayCluster sized for the job; the command to run on its head is in an annotation."""
+    need = demand(cfg)
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayCluster",
-        "metadata": metadata(job, options, {"rlsys/entrypoint": entrypoint(cfg, job, overrides, options)}),
-        "spec": ray_cluster_spec(cfg, image, options),
+        "metadata": metadata(job, options, {"rlsys/entrypoint": entrypoint(cfg, job, overrides, options, need)}),
+        "spec": ray_cluster_spec(need, image, options),
     }
 
 
 DESCRIPTION = """Print a KubeRay manifest (YAML) that runs `rlsys JOB overrides...` on Kubernetes:
-  rlsys k8s grpo model.path=Qwen/Qwen2.5-0.5B trainer.max_steps=500 | kubectl apply -f -
+  rlsys k8s grpo model.path=/checkpoints/models/Qwen2.5-0.5B trainer.max_steps=500 | kubectl apply -f -
 
 The overrides are checked like `rlsys JOB` checks them. Worker pods are sized from the devices the roles
 ask for (cluster.<role>.num_ranks x gpus_per_rank, rollout.num_engines x tensor_parallel_size; with
@@ -211,17 +208,18 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = KubeOptions()
     parser = argparse.ArgumentParser(prog="rlsys k8s", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("job", choices=JOBS, help="the rlsys job to run")
+    parser.add_argument("job", metavar="JOB", choices=JOBS, help=f"the rlsys job to run: {', '.join(JOBS)}")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="Hydra overrides, as for `rlsys JOB`")
     parser.add_argument("--cluster", action="store_true",
                         help="a long-lived RayCluster instead of a RayJob (the command is in an annotation)")
-    parser.add_argument("--image", default="rlsys:latest", help="image built from docker/Dockerfile (default: %(default)s)")
+    parser.add_argument("--image", default="rlsys:latest",
+                        help="image built from docker/Dockerfile (default: %(default)s)")
     parser.add_argument("--gpus-per-node", type=int, default=defaults.gpus_per_node,
                         help="GPUs per worker pod at most (default: %(default)s)")
     parser.add_argument("--pvc", default=defaults.pvc, help="PersistentVolumeClaim for outputs (default: %(default)s)")
     parser.add_argument("--wandb-secret", default=defaults.wandb_secret,
                         help=f"Secret holding the W&B key under '{WANDB_SECRET_KEY}' (default: %(default)s)")
-    parser.add_argument("--namespace", default=defaults.namespace, help="(default: %(default)s)")
+    parser.add_argument("--namespace", default=defaults.namespace, help="Kubernetes namespace (default: %(default)s)")
     parser.add_argument("--name", help="resource name (default: rlsys-JOB)")
     return parser
 

@@ -10,12 +10,14 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from rlsys.errors import RlsysError
 
 STAGES = ("pretrain", "sft", "grpo", "ppo")
 TIME_PARTS = ("gen", "score", "ref", "train", "sync")  # perf/<part>_s, the phases of one RL step
 RAW_ALPHA = 0.25
+MAX_BARS = 50  # step-time breakdown: stacked bars up to this many steps, a stacked area beyond
 
 
 class ReportError(RlsysError):
@@ -92,6 +94,7 @@ def new_figure(panels: int, title: str) -> tuple[Figure, list]:
 
 def style(ax, ylabel: str, title: str | None = None) -> None:
     ax.set_xlabel("step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title)
@@ -158,8 +161,15 @@ def step_time_figure(records: list[dict], title: str) -> Figure:
         plot_noisy(ax, steps, parts["step"], "step")
         ax.set_ylim(bottom=0)
         return figure
-    ax.stackplot(steps, *parts.values(), labels=list(parts), alpha=0.85)
-    ax.set_xlim(steps.min(), steps.max())
+    if len(steps) > MAX_BARS:
+        ax.stackplot(steps, *parts.values(), labels=list(parts), alpha=0.85)
+        ax.set_xlim(steps.min(), steps.max())
+    else:
+        width = 0.8 * (np.diff(steps).min() if len(steps) > 1 else 1)
+        bottom = np.zeros(len(steps))
+        for part, seconds in parts.items():
+            ax.bar(steps, seconds, width=width, bottom=bottom, label=part, alpha=0.85)
+            bottom += seconds
     handles, labels = ax.get_legend_handles_labels()
     ax.legend(handles[::-1], labels[::-1], loc="upper left", bbox_to_anchor=(1.01, 1), title="phase")
     return figure
@@ -208,11 +218,11 @@ def summary_lines(records: list[dict], name: str, figures: list[str]) -> list[st
     lines = [f"run: {name}", f"steps: {min(steps):g}..{max(steps):g} ({len(records)} records)", ""]
     key = [n for n in names if is_loss(n)] + [n for n in ("reward/mean", "train/kl", "eval/accuracy") if n in names]
     if key:
-        lines.append(f"{'metric':<22}{'first':>10}{'last':>10}{'best':>10}  at step")
+        lines.append(f"{'metric':<22} {'first':>11} {'last':>11} {'best':>11}  at step")
         for metric in key:
             at, values = series(records, metric)
             i = int(np.argmax(values) if best_of(metric) == "max" else np.argmin(values))
-            lines.append(f"{metric:<22}{values[0]:>10.4g}{values[-1]:>10.4g}{values[i]:>10.4g}  {at[i]:g} "
+            lines.append(f"{metric:<22} {values[0]:>11.4g} {values[-1]:>11.4g} {values[i]:>11.4g}  {at[i]:g} "
                          f"({best_of(metric)})")
     if "perf/step_s" in names:
         _, parts = step_time_parts(records)
@@ -251,25 +261,27 @@ def stage_accuracy(run_dir: Path, stages: list[str]) -> dict[str, float]:
 
 
 def report_pipeline(run_dir: Path, out_dir: Path) -> list[str]:
-    lines, reported = [f"pipeline: {run_dir}", ""], []
+    sections, reported = [], []
     for stage in (s for s in STAGES if (run_dir / s).is_dir()):
         try:
             stage_lines = report_run(run_dir / stage, out_dir / stage, f"{run_dir.name}/{stage}")
         except ReportError as err:
-            lines += [f"== {stage}: skipped: {err}", ""]
+            sections += [f"== {stage}: skipped: {err}", ""]
             continue
         reported.append(stage)
-        lines += [f"== {stage} (figures in {stage}/)", *stage_lines, ""]
+        sections += [f"== {stage} (figures in {stage}/)", *stage_lines, ""]
     accuracy = stage_accuracy(run_dir, reported)
-    if accuracy:
+    if not reported and not accuracy:
+        raise ReportError(f"{run_dir} has no stage with metrics yet.")
+    header = [f"pipeline: {run_dir}", ""]
+    if any(not math.isnan(v) for v in accuracy.values()):
         out_dir.mkdir(parents=True, exist_ok=True)
         stage_accuracy_figure(accuracy, f"{run_dir.name}: held-out accuracy per stage").savefig(
             out_dir / "accuracy_per_stage.png", dpi=110)
-        table = [f"  {stage:<10}{'n/a' if math.isnan(v) else f'{v:.3f}':>8}" for stage, v in accuracy.items()]
-        lines[2:2] = ["held-out accuracy per stage (accuracy_per_stage.png):", *table, ""]
-    if not reported and not accuracy:
-        raise ReportError(f"{run_dir} has no stage with metrics yet.")
-    return lines
+        header += ["held-out accuracy per stage (accuracy_per_stage.png):",
+                   *(f"  {stage:<10}{'n/a' if math.isnan(v) else f'{v:.3f}':>8}" for stage, v in accuracy.items()),
+                   ""]
+    return header + sections
 
 
 def main_report(argv: list[str]) -> int:

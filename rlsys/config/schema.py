@@ -104,9 +104,10 @@ class ClusterConfig:
     reference: GroupResources = field(default_factory=GroupResources)
     critic: GroupResources = field(default_factory=GroupResources)
     reward: GroupResources = field(default_factory=GroupResources)
-    # role -> custom Ray resources its bundles need, e.g. cluster.node_resources.rollout={node_a: 1}
-    node_resources: Dict[str, Dict[str, float]] = field(
-        default_factory=lambda: {role: {} for role in ("policy", "reference", "critic", "rollout")})
+    # role -> a custom Ray resource its bundles need, pinning the role to the nodes that offer it, e.g.
+    # `ray start ... --resources='{"gpu_a": 8}'` and cluster.node_labels.rollout=gpu_a
+    node_labels: Dict[str, Optional[str]] = field(
+        default_factory=lambda: {role: None for role in ("policy", "reference", "critic", "rollout")})
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from actors.cluster import check_capacity, connect, shared_placement
+from actors.cluster import check_capacity, connect, node_label_resources, shared_placement
 from actors.group import ActorGroup, Placement, create_placement
 from actors.rollout import RolloutGroup, RolloutSpec
 from rlsys.trainers.common import engine_settings, start_train_group
@@ -48,7 +48,7 @@ def _rollout_placement(cfg, device: str) -> Placement:
     r = cfg.rollout
     gpus = float(r.tensor_parallel_size) if device == "cuda" else 0
     group = create_placement(r.num_engines, gpus=gpus, cpus=1.0, strategy=cfg.cluster.placement_strategy,
-                             extra_resources=dict(cfg.cluster.node_resources.get("rollout", {})))
+                             extra_resources=node_label_resources(cfg.cluster, "rollout"))
     return Placement(group, list(range(r.num_engines)), num_gpus=gpus, num_cpus=1.0)
 
 

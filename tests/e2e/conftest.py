@@ -7,6 +7,11 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def pytest_collection_modifyitems(items):
+    """The two-node cluster test stops every Ray process on the machine when it ends: run it last."""
+    items.sort(key=lambda item: "test_cluster.py" in str(item.fspath))
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     import ray
@@ -15,7 +20,7 @@ def ray_cluster():
 
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=16, num_gpus=0, include_dashboard=False, configure_logging=False,
+    ray.init(address="local", num_cpus=16, num_gpus=0, include_dashboard=False, configure_logging=False,
              runtime_env={"env_vars": QUIET_ENV})
     yield ray
     ray.shutdown()

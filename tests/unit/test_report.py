@@ -72,7 +72,7 @@ def test_supervised_run_has_loss_accuracy_and_step_time_only(tmp_path):
 def test_pipeline_reports_each_stage_and_accuracy_per_stage(tmp_path):
     write_run(tmp_path / "pretrain", sft_records(30))
     write_run(tmp_path / "sft", sft_records())
-    write_run(tmp_path / "grpo", rl_records())
+    write_run(tmp_path / "grpo", rl_records(steps=20))  # few steps: step time as stacked bars
     (tmp_path / "summary.json").write_text(json.dumps({"pretrain": 0.05, "sft": 0.3, "grpo": 0.62}))
     assert main_report([str(tmp_path)]) == 0
     report = tmp_path / "report"

@@ -1,0 +1,54 @@
+"""A real two-node Ray cluster on this machine: `rlsys submit` runs GRPO there and the roles land where asked."""
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def two_node_cluster(tmp_path_factory):
+    port, dashboard = free_port(), free_port()
+    # the nodes run with this venv on PATH, as nodes of an image with rlsys installed would
+    env = dict(os.environ, RAY_AUTH_MODE="token", PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    head = [RAY, "start", "--head", f"--port={port}", f"--dashboard-port={dashboard}", "--include-dashboard=true",
+            "--num-cpus=4", '--resources={"node_a": 8}', "--disable-usage-stats"]
+    worker = [RAY, "start", f"--address=127.0.0.1:{port}", "--num-cpus=4", '--resources={"node_b": 8}',
+              "--disable-usage-stats"]
+    subprocess.run(head, env=env, check=True, capture_output=True, timeout=180)
+    try:
+        subprocess.run(worker, env=env, check=True, capture_output=True, timeout=180)
+        yield f"http://127.0.0.1:{dashboard}", env
+    finally:
+        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=180)
+
+
+def test_submit_places_rollout_and_trainers_on_the_nodes_the_config_names(two_node_cluster, tmp_path):
+    address, env = two_node_cluster
+    out = tmp_path / "grpo"
+    command = [sys.executable, "-m", "launchers.cli", "submit", "--address", address, "grpo", f"output_dir={out}",
+               "trainer.max_steps=2", "trainer.eval_every=0", "trainer.eval_samples=8", "logger=[jsonl]",
+               "cluster.placement_strategy=SPREAD", "cluster.node_labels.rollout=node_a",
+               "cluster.node_labels.policy=node_b", "cluster.node_labels.reference=node_b"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert "rlsys: submitted" in result.stdout
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    placement = json.loads((out / "placement.json").read_text())
+    nodes = {role: {a["node_id"] for a in actors} for role, actors in placement.items()}
+    assert len(nodes["rollout"]) == 1 and len(nodes["policy"]) == 1
+    assert nodes["rollout"] != nodes["policy"], "rollout on node_a, trainers on node_b"
+    assert nodes["reference"] == nodes["policy"]
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
