@@ -36,7 +36,8 @@ def connect(cluster, cpus_needed: float) -> None:
 
         num_gpus = torch.cuda.device_count()
     num_cpus = cluster.num_cpus or max(os.cpu_count() or 1, int(cpus_needed + 0.999))
-    ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus,  # never attach to another `ray start` cluster runtime_env=env, include_dashboard=False,
+    # address="local": a new cluster of our own, never one that `ray start` left running on this machine
+    ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, runtime_env=env, include_dashboard=False,
              log_to_driver=True, configure_logging=False)
 
 
