@@ -1,6 +1,7 @@
 """wandb: config logged once, namespaced metrics each step, sample tables; a resumed run continues its run."""
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 
@@ -9,7 +10,7 @@ class WandbSink:
         import wandb
 
         id_file = Path(output_dir) / "wandb_run_id"
-        run_id = id_file.read_text().strip() if resume and id_file.exists() else wandb.util.generate_id()
+        run_id = id_file.read_text().strip() if resume and id_file.exists() else uuid.uuid4().hex[:12]
         id_file.write_text(run_id)
         self.run = wandb.init(project=settings.project, entity=settings.entity, name=settings.name,
                               tags=list(settings.tags), mode=settings.mode, dir=output_dir, config=config,

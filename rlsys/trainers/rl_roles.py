@@ -5,7 +5,6 @@ Each role gets its own placement group sized from `cluster.<role>` and `rollout.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from actors.cluster import check_capacity, connect, node_label_resources, shared_placement
@@ -62,28 +61,29 @@ def start_roles(cfg, model_path: str, device: str) -> RLRoles:
     check_capacity(device, c.policy.num_ranks if c.colocate else gpus)
 
     sequences = (a.mini_batch_size or t.batch_size) * a.n_samples
-    grad_accum = sequences // (t.micro_batch_size * c.policy.num_ranks)
-    policy_engine = engine_settings(cfg, micro_batch_size=t.micro_batch_size, grad_accum_steps=grad_accum)
-    slots = None
-    if c.colocate:
-        _, slots = shared_placement(c.policy.num_ranks, 3 + uses_critic, device, c)
-    place = (lambda role, count: slots(count)) if slots else (lambda role, count: None)
+    slots = shared_placement(c.policy.num_ranks, 3 + uses_critic, device, c)[1] if c.colocate else None
 
-    policy = start_train_group("policy", cfg, model_path, device, trainable=True, engine=policy_engine,
-                               placement=place("policy", c.policy.num_ranks))
-    reference = start_train_group("reference", cfg, model_path, device, trainable=False,
-                                  engine=engine_settings(cfg, micro_batch_size=t.micro_batch_size, grad_accum_steps=1),
-                                  placement=place("reference", c.reference.num_ranks))
-    critic = None
-    if uses_critic:
-        critic_accum = sequences // (t.micro_batch_size * c.critic.num_ranks)
-        critic = start_train_group("critic", cfg, model_path, device, trainable=True,
-                                   engine=engine_settings(cfg, micro_batch_size=t.micro_batch_size,
-                                                          grad_accum_steps=critic_accum, lr=a.critic_lr),
-                                   placement=place("critic", c.critic.num_ranks))
-    rollout_placement = slots(cfg.rollout.num_engines) if slots else _rollout_placement(cfg, device)
-    env = {"VLLM_CPU_OMP_THREADS_BIND": "nobind"} if device == "cpu" else {}
-    env["TOKENIZERS_PARALLELISM"] = os.environ.get("TOKENIZERS_PARALLELISM", "false")
-    rollout = RolloutGroup(cfg.rollout.backend, _rollout_spec(cfg, model_path, device, c.colocate),
-                           rollout_placement, env=env)
-    return RLRoles(policy=policy, reference=reference, rollout=rollout, critic=critic, colocated=c.colocate)
+    def trainer(role: str, trainable: bool, grad_accum: int, lr: float | None = None) -> ActorGroup:
+        engine = engine_settings(cfg, micro_batch_size=t.micro_batch_size, grad_accum_steps=grad_accum, lr=lr)
+        placement = slots(c[role].num_ranks) if slots else None
+        return start_train_group(role, cfg, model_path, device, trainable=trainable, engine=engine, placement=placement)
+
+    def rollout() -> RolloutGroup:
+        placement = slots(cfg.rollout.num_engines) if slots else _rollout_placement(cfg, device)
+        env = {"VLLM_CPU_OMP_THREADS_BIND": "nobind"} if device == "cpu" else {}
+        return RolloutGroup(cfg.rollout.backend, _rollout_spec(cfg, model_path, device, c.colocate), placement, env=env)
+
+    started: dict = {}  # killed again if a later role cannot start
+    try:
+        started["policy"] = trainer("policy", True, sequences // (t.micro_batch_size * c.policy.num_ranks))
+        started["reference"] = trainer("reference", False, 1)
+        if uses_critic:
+            started["critic"] = trainer("critic", True, sequences // (t.micro_batch_size * c.critic.num_ranks),
+                                        lr=a.critic_lr)
+        started["rollout"] = rollout()
+    except BaseException:
+        for group in started.values():
+            group.kill()
+        raise
+    return RLRoles(policy=started["policy"], reference=started["reference"], rollout=started["rollout"],
+                   critic=started.get("critic"), colocated=c.colocate)

@@ -11,8 +11,8 @@ from actors.cluster import check_capacity, connect, resolve_device
 from rlsys.data.job_data import encode_prompts, pretrain_blocks, prompt_rows, sft_examples
 from rlsys.logging import MetricsLogger
 from rlsys.models.builders import load_tokenizer
-from rlsys.trainers.common import (Checkpoints, base_model_path, engine_settings, mean_metrics, prepare_output_dir,
-                                   start_train_group)
+from rlsys.trainers.common import (Checkpoints, base_model_path, engine_settings, mean_metrics, owned,
+                                   prepare_output_dir, start_train_group)
 from rlsys.trainers.evaluate import evaluate_accuracy
 
 
@@ -52,36 +52,34 @@ def train(cfg) -> dict:
     grad_accum = t.batch_size // (t.micro_batch_size * policy_res.num_ranks)
     policy = start_train_group("policy", cfg, model_path, device, trainable=True,
                                engine=engine_settings(cfg, micro_batch_size=t.micro_batch_size, grad_accum_steps=grad_accum))
-    checkpoints = Checkpoints(cfg.output_dir, t.keep_last)
-    resume_from = checkpoints.resolve(cfg.resume)
-    start = Checkpoints.load(resume_from, {"policy": policy})["step"] if resume_from else 0
-    logger = MetricsLogger(cfg, cfg.job, t.max_steps, start, resumed=resume_from is not None)
+    with owned(policy):
+        checkpoints = Checkpoints(cfg.output_dir, t.keep_last)
+        resume_from = checkpoints.resolve(cfg.resume)
+        start = Checkpoints.load(resume_from, {"policy": policy})["step"] if resume_from else 0
+        logger = MetricsLogger(cfg, cfg.job, t.max_steps, start, resumed=resume_from is not None)
 
-    def evaluate(step: int) -> dict[str, float]:
-        if not eval_prompts:
-            return {}
-        greedy = lambda prompts: policy.generate({"prompt_ids": prompts}, cfg.rollout.max_new_tokens)["response_ids"]
-        accuracy, samples = evaluate_accuracy(greedy, tokenizer, eval_rows, eval_prompts)
-        logger.log_samples(step, samples)
-        return {"eval/accuracy": accuracy}
+        def evaluate(step: int) -> dict[str, float]:
+            if not eval_prompts:
+                return {}
+            greedy = lambda prompts: policy.generate({"prompt_ids": prompts}, cfg.rollout.max_new_tokens)["response_ids"]
+            accuracy, samples = evaluate_accuracy(greedy, tokenizer, eval_rows, eval_prompts)
+            logger.log_samples(step, samples)
+            return {"eval/accuracy": accuracy}
 
-    metrics: dict[str, float] = {}
-    for step in range(start + 1, t.max_steps + 1):
-        began = time.perf_counter()
-        batch = batch_at(examples, step, t.batch_size, cfg.seed)
-        result = mean_metrics(policy.train(batch, "lm", {}))
-        elapsed = time.perf_counter() - began
-        tokens = sum(len(ids) for ids in batch["input_ids"])
-        metrics = {"train/loss": result["loss"], "train/grad_norm": result["grad_norm"], "train/lr": result["lr"],
-                   "perf/step_s": elapsed, "perf/tokens_per_s": tokens / elapsed}
-        if t.eval_every and step % t.eval_every == 0 and step != t.max_steps:
-            metrics.update(evaluate(step))
-        if step == t.max_steps:
-            metrics.update(evaluate(step))
-        logger.log(step, metrics)
-        if t.save_every and step % t.save_every == 0:
-            checkpoints.save(step, {"policy": policy}, {"job": cfg.job})
-    logger.close()
-    policy.save_hf(str(out / "checkpoints" / "final"))
-    policy.kill()
+        metrics: dict[str, float] = {}
+        for step in range(start + 1, t.max_steps + 1):
+            began = time.perf_counter()
+            batch = batch_at(examples, step, t.batch_size, cfg.seed)
+            result = mean_metrics(policy.train(batch, "lm", {}))
+            elapsed = time.perf_counter() - began
+            tokens = sum(len(ids) for ids in batch["input_ids"])
+            metrics = {"train/loss": result["loss"], "train/grad_norm": result["grad_norm"], "train/lr": result["lr"],
+                       "perf/step_s": elapsed, "perf/tokens_per_s": tokens / elapsed}
+            if step == t.max_steps or (t.eval_every and step % t.eval_every == 0):
+                metrics.update(evaluate(step))
+            logger.log(step, metrics)
+            if t.save_every and step % t.save_every == 0:
+                checkpoints.save(step, {"policy": policy}, {"job": cfg.job})
+        logger.close()
+        policy.save_hf(str(out / "checkpoints" / "final"))
     return metrics

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import pytest
 
+import re
+
 from rlsys.data.task import ArithmeticTask, Problem, plausible_wrong_answer
 
 SMALL = dict(max_operand=30, heldout_size=100)
+# A Q/A pair in either pretraining format: plain "What is 3 + 4? 7" or a ChatML turn.
+QA = re.compile(r"(What is \d+ [-+*] \d+\?)(?: |<\|im_end\|>\n<\|im_start\|>assistant\n)(-?\d+)")
+
+
+def _pairs(doc: str) -> list[tuple[str, str]]:
+    return QA.findall(doc)
 
 
 def _value(p: Problem) -> int:
@@ -56,8 +64,7 @@ def test_every_view_keeps_heldout_out_of_train():
     task = ArithmeticTask(seed=5, **SMALL)
     held_q = {p.question for p in task.problems("heldout")}
     for doc in task.pretrain_texts("train"):
-        for line in doc.split("\n"):
-            assert line.rsplit(" ", 1)[0] not in held_q
+        assert not {q for q, _ in _pairs(doc)} & held_q
     for conv in task.sft_conversations("train"):
         assert not {m["content"] for m in conv["messages"] if m["role"] == "user"} & held_q
     assert not {p["prompt"][0]["content"] for p in task.preference_pairs("train")} & held_q
@@ -81,10 +88,24 @@ def test_bad_knobs_raise():
 def test_pretrain_texts_cover_split():
     task = ArithmeticTask(seed=1, **SMALL)
     docs = task.pretrain_texts("train")
-    lines = [line for d in docs for line in d.split("\n")]
-    assert all(len(d.split("\n")) <= task.lines_per_document for d in docs)
-    expected = sorted(f"{p.question} {p.answer}" for p in task.problems("train"))
-    assert sorted(lines) == expected
+    pairs = [pair for d in docs for pair in _pairs(d)]
+    assert all(len(_pairs(d)) <= task.lines_per_document for d in docs)
+    assert sorted(pairs) == sorted((p.question, p.answer) for p in task.problems("train"))
+    twice = ArithmeticTask(seed=1, pretrain_repeats=2, **SMALL).pretrain_texts("train")
+    assert len([pair for d in twice for pair in _pairs(d)]) == 2 * len(pairs)
+
+
+def test_pretrain_texts_formats():
+    task = ArithmeticTask(seed=3)
+    docs = task.pretrain_texts("train")
+    chat = [d for d in docs if d.startswith("<|im_start|>user\n")]
+    plain = [d for d in docs if d.startswith("What is ")]
+    assert len(chat) + len(plain) == len(docs)
+    assert 0.4 <= len(chat) / len(docs) <= 0.6  # pretrain_chat_fraction=0.5
+    assert plain[0].split("\n")[0].count("?") == 1 and "<|" not in plain[0]
+    assert chat[0].endswith("<|im_end|>\n")
+    only_plain = ArithmeticTask(seed=3, pretrain_chat_fraction=0.0).pretrain_texts("heldout")
+    assert all("<|" not in d for d in only_plain)
 
 
 def test_sft_conversations_multi_turn_share():

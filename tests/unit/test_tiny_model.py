@@ -61,6 +61,20 @@ def test_chat_template(tokenizer):
         assert len(tokenizer(special, add_special_tokens=False)["input_ids"]) == 1
 
 
+def test_task_chat_documents_match_the_template(tokenizer):
+    from rlsys.data.task import ArithmeticTask
+
+    task = ArithmeticTask(seed=0, max_operand=20, heldout_size=50, lines_per_document=3)
+    chat_docs = [d for d in task.pretrain_texts("heldout") if d.startswith("<|im_start|>")]
+    assert chat_docs
+    doc = chat_docs[0]
+    turns = []
+    for chunk in doc.split("<|im_start|>user\n")[1:]:
+        question, rest = chunk.split("<|im_end|>\n<|im_start|>assistant\n")
+        turns += [{"role": "user", "content": question}, {"role": "assistant", "content": rest.split("<|im_end|>")[0]}]
+    assert tokenizer.apply_chat_template(turns, tokenize=False) == doc
+
+
 def test_digits_are_single_tokens(tokenizer):
     for text in ("What is 1234 + 5678? 6912", "37 - 48 = -11", "x9876543210y"):
         tokens = tokenizer.convert_ids_to_tokens(tokenizer(text, add_special_tokens=False)["input_ids"])
