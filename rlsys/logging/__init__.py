@@ -23,6 +23,12 @@ class MetricsLogger:
         for sink in self.sinks:
             sink.log(step, metrics)
 
+    def rewind(self, step: int) -> None:
+        """After a recovery: forget what was logged past the checkpoint the run goes on from."""
+        for sink in self.sinks:
+            if hasattr(sink, "rewind"):
+                sink.rewind(step)
+
     def log_samples(self, step: int, rows: list[dict]) -> None:
         for sink in self.sinks:
             if hasattr(sink, "log_samples"):

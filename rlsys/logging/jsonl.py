@@ -16,6 +16,8 @@ class JsonlSink:
 
     def rewind(self, step: int) -> None:
         """Keep only the records up to `step` (those a checkpoint at `step` has seen)."""
+        if not self.path.exists():
+            return
         kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
         self.path.write_text("".join(line + "\n" for line in kept))
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from contextlib import contextmanager
 from pathlib import Path
 
 import ray
@@ -133,16 +132,6 @@ def start_train_group(role: str, cfg, model_path: str, device: str, *, trainable
     ray.get([actor.setup.remote(rank, group.world_size, master_addr, master_port)
              for rank, actor in enumerate(group.actors)])
     return group
-
-
-@contextmanager
-def owned(*groups):
-    """Kill the groups (and free their devices) however the block ends: an error must not strand actors."""
-    try:
-        yield
-    finally:
-        for group in groups:
-            group.kill()
 
 
 def mean_metrics(per_rank: list[dict[str, float]]) -> dict[str, float]:

@@ -1,29 +1,33 @@
-"""The supervised loop shared by pretraining and SFT: only the data (packed text or chat) differs.
+"""The supervised controller shared by pretraining and SFT: only the data (packed text or chat) differs.
 
-    for step: batch = next shuffled batch; metrics = policy.train(batch, "lm"); log; evaluate; checkpoint
+    each step: batch = the step's shuffled batch; metrics = policy.train(batch, "lm")
 """
 from __future__ import annotations
 
 import random
 import time
+from pathlib import Path
 
 from actors.cluster import check_capacity, connect, resolve_device
 from rlsys.data.job_data import encode_prompts, pretrain_blocks, prompt_rows, sft_examples
-from rlsys.logging import MetricsLogger
+from rlsys.errors import DataError
 from rlsys.models.builders import load_tokenizer
-from rlsys.trainers.common import (Checkpoints, base_model_path, engine_settings, mean_metrics, owned,
-                                   prepare_output_dir, start_train_group)
+from rlsys.trainers.common import (Checkpoints, base_model_path, engine_settings, mean_metrics, prepare_output_dir,
+                                   start_train_group)
 from rlsys.trainers.evaluate import evaluate_accuracy
+from rlsys.trainers.loop import run_steps
 
 
-def batch_at(examples: list[dict], step: int, batch_size: int, seed: int) -> dict[str, list]:
+def batch_at(examples: list[dict], step: int, batch_size: int, seed: int, indices_only: bool = False):
     """The batch of a step, a pure function of (step, seed): a resumed run sees exactly what it would have."""
     per_epoch = len(examples) // batch_size
     epoch, offset = divmod(step - 1, per_epoch)
     order = list(range(len(examples)))
     random.Random(seed * 100_003 + epoch).shuffle(order)
-    picked = [examples[i] for i in order[offset * batch_size:(offset + 1) * batch_size]]
-    return {key: [row[key] for row in picked] for key in picked[0]}
+    picked = order[offset * batch_size:(offset + 1) * batch_size]
+    if indices_only:
+        return picked
+    return {key: [examples[i][key] for i in picked] for key in examples[0]}
 
 
 def load_examples(cfg, tokenizer) -> list[dict]:
@@ -32,54 +36,61 @@ def load_examples(cfg, tokenizer) -> list[dict]:
     return [{"input_ids": ids, "labels": labels} for ids, labels in sft_examples(cfg, tokenizer)]
 
 
-def train(cfg) -> dict:
-    out = prepare_output_dir(cfg)
-    device = resolve_device(cfg.cluster)
-    policy_res = cfg.cluster.policy
-    connect(cfg.cluster, cpus_needed=policy_res.num_ranks * policy_res.cpus_per_rank)
-    check_capacity(device, policy_res.num_ranks * policy_res.gpus_per_rank)
-    model_path = base_model_path(cfg)
-    tokenizer = load_tokenizer(model_path)
-    examples = load_examples(cfg, tokenizer)
-    if len(examples) < cfg.trainer.batch_size:
-        from rlsys.errors import DataError
+class SupervisedController:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.out = prepare_output_dir(cfg)
+        self.device = resolve_device(cfg.cluster)
+        self.model_path = base_model_path(cfg)
+        self.tokenizer = load_tokenizer(self.model_path)
+        self.examples = load_examples(cfg, self.tokenizer)
+        if len(self.examples) < cfg.trainer.batch_size:
+            raise DataError(f"{len(self.examples)} training sequences are fewer than "
+                            f"trainer.batch_size={cfg.trainer.batch_size}.")
+        self.eval_rows = prompt_rows(cfg, "eval")[: cfg.trainer.eval_samples]
+        self.eval_prompts = encode_prompts(cfg, self.tokenizer, self.eval_rows) if self.tokenizer.chat_template else []
+        self.policy = None
 
-        raise DataError(f"{len(examples)} training sequences are fewer than trainer.batch_size={cfg.trainer.batch_size}.")
-    eval_rows = prompt_rows(cfg, "eval")[: cfg.trainer.eval_samples]
-    eval_prompts = encode_prompts(cfg, tokenizer, eval_rows) if tokenizer.chat_template else []
+    def start(self) -> None:
+        cfg, t, ranks = self.cfg, self.cfg.trainer, self.cfg.cluster.policy
+        connect(cfg.cluster, cpus_needed=ranks.num_ranks * ranks.cpus_per_rank)
+        check_capacity(self.device, ranks.num_ranks * ranks.gpus_per_rank)
+        grad_accum = t.batch_size // (t.micro_batch_size * ranks.num_ranks)
+        self.policy = start_train_group("policy", cfg, self.model_path, self.device, trainable=True,
+                                        engine=engine_settings(cfg, micro_batch_size=t.micro_batch_size,
+                                                               grad_accum_steps=grad_accum))
 
-    t = cfg.trainer
-    grad_accum = t.batch_size // (t.micro_batch_size * policy_res.num_ranks)
-    policy = start_train_group("policy", cfg, model_path, device, trainable=True,
-                               engine=engine_settings(cfg, micro_batch_size=t.micro_batch_size, grad_accum_steps=grad_accum))
-    with owned(policy):
-        checkpoints = Checkpoints(cfg.output_dir, t.keep_last)
-        resume_from = checkpoints.resolve(cfg.resume)
-        start = Checkpoints.load(resume_from, {"policy": policy})["step"] if resume_from else 0
-        logger = MetricsLogger(cfg, cfg.job, t.max_steps, start, resumed=resume_from is not None)
+    def stop(self) -> None:
+        if self.policy is not None:
+            self.policy.kill()
+            self.policy = None
 
-        def evaluate(step: int) -> dict[str, float]:
-            if not eval_prompts:
-                return {}
-            greedy = lambda prompts: policy.generate({"prompt_ids": prompts}, cfg.rollout.max_new_tokens)["response_ids"]
-            accuracy, samples = evaluate_accuracy(greedy, tokenizer, eval_rows, eval_prompts)
-            logger.log_samples(step, samples)
-            return {"eval/accuracy": accuracy}
+    def restore(self, folder: Path) -> int:
+        return Checkpoints.load(folder, {"policy": self.policy})["step"]
 
-        metrics: dict[str, float] = {}
-        for step in range(start + 1, t.max_steps + 1):
-            began = time.perf_counter()
-            batch = batch_at(examples, step, t.batch_size, cfg.seed)
-            result = mean_metrics(policy.train(batch, "lm", {}))
-            elapsed = time.perf_counter() - began
-            tokens = sum(len(ids) for ids in batch["input_ids"])
-            metrics = {"train/loss": result["loss"], "train/grad_norm": result["grad_norm"], "train/lr": result["lr"],
-                       "perf/step_s": elapsed, "perf/tokens_per_s": tokens / elapsed}
-            if step == t.max_steps or (t.eval_every and step % t.eval_every == 0):
-                metrics.update(evaluate(step))
-            logger.log(step, metrics)
-            if t.save_every and step % t.save_every == 0:
-                checkpoints.save(step, {"policy": policy}, {"job": cfg.job})
-        logger.close()
-        policy.save_hf(str(out / "checkpoints" / "final"))
-    return metrics
+    def step(self, step: int) -> dict[str, float]:
+        began = time.perf_counter()
+        batch = batch_at(self.examples, step, self.cfg.trainer.batch_size, self.cfg.seed)
+        result = mean_metrics(self.policy.train(batch, "lm", {}))
+        elapsed = time.perf_counter() - began
+        tokens = sum(len(ids) for ids in batch["input_ids"])
+        return {"train/loss": result["loss"], "train/grad_norm": result["grad_norm"], "train/lr": result["lr"],
+                "perf/step_s": elapsed, "perf/tokens_per_s": tokens / elapsed}
+
+    def evaluate(self, step: int) -> tuple[dict[str, float], list[dict]]:
+        if not self.eval_prompts:
+            return {}, []
+        max_new = self.cfg.rollout.max_new_tokens
+        greedy = lambda prompts: self.policy.generate({"prompt_ids": prompts}, max_new)["response_ids"]
+        accuracy, samples = evaluate_accuracy(greedy, self.tokenizer, self.eval_rows, self.eval_prompts)
+        return {"eval/accuracy": accuracy}, samples
+
+    def save(self, checkpoints: Checkpoints, step: int) -> None:
+        checkpoints.save(step, {"policy": self.policy}, {"job": self.cfg.job})
+
+    def finish(self) -> None:
+        self.policy.save_hf(str(self.out / "checkpoints" / "final"))
+
+
+def train(cfg) -> dict[str, float]:
+    return run_steps(SupervisedController(cfg), cfg, cfg.job)

@@ -1,0 +1,78 @@
+"""The step loop every controller shares: resume, evaluate, log, checkpoint, and recover from dead actors.
+
+A controller provides start() / stop() (its actors), restore(folder) -> step, step(n) -> metrics,
+evaluate(n) -> metrics, save(checkpoints, n) and finish() (the final Hugging Face checkpoint).
+When an actor dies (killed, out of memory, node lost) the actors are started again, the latest checkpoint is
+loaded and the run goes on from there, up to `fault_tolerance.max_restarts` times; metrics.jsonl is rewound
+to the checkpoint so no step is missing or repeated.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+from rlsys.logging import MetricsLogger
+from rlsys.trainers.common import Checkpoints
+
+ACTOR_FAILURES = (RayActorError, ActorDiedError, ActorUnavailableError)
+
+
+class Controller(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def restore(self, folder) -> int: ...
+    def step(self, step: int) -> dict[str, float]: ...
+    def evaluate(self, step: int) -> tuple[dict[str, float], list[dict]]: ...
+    def save(self, checkpoints: Checkpoints, step: int) -> None: ...
+    def finish(self) -> None: ...
+
+
+def run_steps(controller: Controller, cfg, title: str) -> dict[str, float]:
+    t = cfg.trainer
+    checkpoints = Checkpoints(cfg.output_dir, t.keep_last)
+    resume_from = checkpoints.resolve(cfg.resume)
+    logger: MetricsLogger | None = None
+    restarts = 0
+
+    def evaluate(step: int) -> dict[str, float]:
+        metrics, samples = controller.evaluate(step)
+        logger.log_samples(step, samples)
+        return metrics
+
+    try:
+        while True:
+            try:
+                controller.start()
+                start = controller.restore(resume_from) if resume_from else 0
+                if logger is None:
+                    logger = MetricsLogger(cfg, title, t.max_steps, start, resumed=resume_from is not None)
+                else:
+                    logger.rewind(start)
+                metrics: dict[str, float] = {}
+                if start == 0 and t.eval_every:
+                    logger.log(0, evaluate(0))
+                for step in range(start + 1, t.max_steps + 1):
+                    metrics = controller.step(step)
+                    if step == t.max_steps or (t.eval_every and step % t.eval_every == 0):
+                        metrics.update(evaluate(step))
+                    if restarts:
+                        metrics["fault/restarts"] = float(restarts)
+                    logger.log(step, metrics)
+                    if t.save_every and step % t.save_every == 0:
+                        controller.save(checkpoints, step)
+                controller.finish()
+                return metrics
+            except ACTOR_FAILURES as err:
+                if restarts >= cfg.fault_tolerance.max_restarts:
+                    raise
+                restarts += 1
+                resume_from = checkpoints.latest()
+                where = f"checkpoint {resume_from.name}" if resume_from else "the start"
+                print(f"[{title}] an actor died ({type(err).__name__}: {str(err).splitlines()[0][:160]}); "
+                      f"restart {restarts}/{cfg.fault_tolerance.max_restarts} from {where}", flush=True)
+            finally:
+                controller.stop()
+    finally:
+        if logger is not None:
+            logger.close()
