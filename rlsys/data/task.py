@@ -8,11 +8,9 @@ reward-model/DPO training and prompts with reference answers for RL. A fixed
 
 Pure Python (no torch); the same ``seed`` and knobs always give the same data.
 
-Calibration (plain PyTorch loops, one CPU thread, the default task and the default
-``rlsys.models.tiny.build_tiny_model`` shape): see :data:`CALIBRATED_RECIPE`. Held-out accuracy
-after pretraining + SFT depends strongly on the seed (addition is learned in a jump that
-may or may not happen within the budget): 5-86% across 12 seeds; GRPO lifted the
-seeds that reached >= ~12% by +10 to +22 points, and the ones below by only +3 to +5.
+The presets in ``configs/`` (pretrain, sft, grpo) were calibrated on it: held-out accuracy after
+pretraining + SFT depends on the seed, because addition is learned in a jump that may or may not come
+within the budget; GRPO lifts most where SFT left a fair share right.
 """
 
 from __future__ import annotations
@@ -23,25 +21,6 @@ from dataclasses import dataclass
 
 SPLITS = ("train", "heldout")
 OPERATIONS = ("+", "-", "*")
-# Hyperparameters calibrated for the default task + default tiny model (1 CPU thread ~ 14k tok/s
-# of training). Times are single-thread compute; GRPO generation time is not included.
-CALIBRATED_RECIPE = {
-    "pretrain": {  # next-token loss on all tokens of pretrain_texts("train"), packed with <|endoftext|>
-        "lr": 3e-3, "betas": (0.9, 0.98), "weight_decay": 0.1, "warmup_steps": 50,
-        "schedule": "cosine to 10% of lr at the last step", "batch_size": 32, "seq_len": 128,
-        "steps": 850, "grad_clip": 1.0, "seconds_1thread": 235,
-    },
-    "sft": {  # loss on assistant tokens (answer + <|im_end|>) only
-        "lr": 1e-3, "betas": (0.9, 0.98), "weight_decay": 0.0, "warmup_steps": 20,
-        "batch_size": 128, "steps": 140, "grad_clip": 1.0, "seconds_1thread": 90,
-    },
-    "grpo": {  # exact-match reward, advantages (r - mean) / (std + 1e-4) per group, token-mean loss
-        "prompts_per_step": 16, "samples_per_prompt": 16, "temperature": 1.0, "max_new_tokens": 6,
-        "lr": 1.5e-4, "betas": (0.9, 0.99), "clip": 0.2, "kl_coef": 0.0, "epochs_per_batch": 1,
-        "steps": 850, "grad_clip": 1.0, "seconds_1thread": 240,  # ~2.9M trained tokens
-    },
-}
-
 # Spaces up to this size are enumerated in full; larger ones are sampled.
 _ENUMERATE_LIMIT = 250_000
 

@@ -33,7 +33,8 @@ def test_more_devices_than_the_cluster_offers():
     from rlsys.trainers import supervised
 
     cfg = to_typed(compose_job("sft", ["cluster.device=cuda", "cluster.num_gpus=1", "cluster.policy.num_ranks=4",
-                                       "trainer.batch_size=64", "output_dir=/tmp/rlsys_test_devices"]))
+                                       "trainer.batch_size=256", "trainer.micro_batch_size=64",
+                                       "output_dir=/tmp/rlsys_test_devices"]))
     import ray
 
     try:

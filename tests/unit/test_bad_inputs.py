@@ -1,0 +1,180 @@
+"""A catalogue of bad inputs across config, data, models and rewards: each stops with one clear message that names
+the problem (or, for per-row problems under data.on_error=skip, a counted skip), and nothing hangs."""
+import json
+
+import numpy as np
+import pytest
+
+from launchers.cli import main
+from rlsys.data.sources import load_rows
+from rlsys.rewards import RewardError, WeightedReward
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> str:
+    from rlsys.models.tiny import build_tiny_model
+
+    return str(build_tiny_model(tmp_path_factory.mktemp("bad_inputs") / "tiny"))
+
+
+@pytest.fixture
+def rlsys(capsys, tmp_path):
+    """Run the CLI in this process; (exit code, stderr)."""
+    def run(*args: str) -> tuple[int, str]:
+        with pytest.raises(SystemExit) as ended:
+            main([*args, f"output_dir={tmp_path / 'run'}"] if args[0] != "sfft" else list(args))
+        return ended.value.code, capsys.readouterr().err
+    return run
+
+
+def write(path, text: str | bytes):
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return str(path)
+
+
+def assert_clear(code: int, err: str, expected_code: int, *phrases: str) -> None:
+    assert code == expected_code, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    for phrase in phrases:
+        assert phrase in err
+
+
+# ---- config -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("args, phrases", [
+    (["sft", "trainer.max_stepz=3"], ["unknown config key 'trainer.max_stepz'", "trainer.max_steps"]),
+    (["sft", "trainer.max_steps=abc"], ["'trainer.max_steps' cannot be 'abc'"]),
+    (["sft", "trainer.batch_size=-1"], ["trainer.batch_size must be positive"]),
+    (["sft", "trainer.micro_batch_size=48"], ["must be a multiple of trainer.micro_batch_size"]),
+    (["grpo", "algo.kl_estimator=k9"], ["'algo.kl_estimator' is 'k9'; allowed: k1, k2, k3"]),
+    (["sft", "trainer.max_steps=["], ["cannot parse override"]),
+    (["sft", "data.max_length=4"], ["data.max_length must be above 8"]),
+    (["sft", "logger=[console,tensorboard]"], ["logger 'tensorboard' is unknown"]),
+])
+def test_config_errors(rlsys, args, phrases):
+    assert_clear(*rlsys(*args), 2, *phrases)
+
+
+def test_unknown_job(rlsys):
+    code, err = rlsys("sfft")
+    assert code == 2 and "unknown job 'sfft'" in err
+
+
+# ---- models ---------------------------------------------------------------------------------------------
+def test_missing_model_folder(rlsys, tmp_path):
+    assert_clear(*rlsys("sft", f"model.path={tmp_path / 'nowhere'}"), 1, "does not exist", "model.path")
+
+
+def test_model_folder_without_config(rlsys, tmp_path):
+    (tmp_path / "empty_model").mkdir()
+    assert_clear(*rlsys("sft", f"model.path={tmp_path / 'empty_model'}"), 1, "has no config.json")
+
+
+def test_tokenizer_without_chat_template(rlsys, tiny, tmp_path):
+    import shutil
+
+    plain = tmp_path / "plain"
+    shutil.copytree(tiny, plain)
+    (plain / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((plain / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (plain / "tokenizer_config.json").write_text(json.dumps(config))
+    assert_clear(*rlsys("sft", f"model.path={plain}"), 1, "has no chat template")
+
+
+# ---- data -----------------------------------------------------------------------------------------------
+def test_missing_data_file(rlsys, tiny, tmp_path):
+    assert_clear(*rlsys("sft", f"model.path={tiny}", f"data.train={tmp_path / 'nope.jsonl'}"), 1, "does not exist")
+
+
+def test_malformed_jsonl_line(rlsys, tiny, tmp_path):
+    data = write(tmp_path / "d.jsonl", '{"messages": []}\n{"messages": [\n')
+    assert_clear(*rlsys("sft", f"model.path={tiny}", f"data.train={data}"), 1, "line 2 of", "data.on_error=skip")
+
+
+def test_malformed_rows_are_skipped_and_counted(tmp_path):
+    data = write(tmp_path / "d.jsonl", '{"text": "a"}\nnot json\n{"text": "b"}\n[1, 2]\n')
+    loaded = load_rows(data, columns={}, required=["text"], on_error="skip")
+    assert [r["text"] for r in loaded.rows] == ["a", "b"] and loaded.skipped == 2
+
+
+def test_invalid_utf8(rlsys, tiny, tmp_path):
+    data = write(tmp_path / "d.jsonl", b'{"text": "ok"}\n{"text": "\xff\xfe"}\n')
+    assert_clear(*rlsys("pretrain", f"model.path={tiny}", f"data.train={data}"), 1, "line 2 of")
+
+
+def test_missing_column(rlsys, tiny, tmp_path):
+    data = write(tmp_path / "d.jsonl", '{"body": "some text"}\n')
+    assert_clear(*rlsys("pretrain", f"model.path={tiny}", f"data.train={data}"), 1, "no column 'text'",
+                 "data.columns.text=")
+
+
+def test_rows_without_a_conversation(rlsys, tiny, tmp_path):
+    data = write(tmp_path / "d.jsonl", '{"question": "hi"}\n')
+    assert_clear(*rlsys("sft", f"model.path={tiny}", f"data.train={data}"), 1, "needs 'messages'")
+
+
+def test_empty_data_file(rlsys, tiny, tmp_path):
+    data = write(tmp_path / "d.jsonl", "")
+    assert_clear(*rlsys("sft", f"model.path={tiny}", f"data.train={data}"), 1, "holds no rows")
+
+
+def test_folder_mixing_formats(rlsys, tiny, tmp_path):
+    (tmp_path / "mixed").mkdir()
+    write(tmp_path / "mixed" / "a.jsonl", '{"text": "a"}\n')
+    write(tmp_path / "mixed" / "b.parquet", b"PAR1")
+    assert_clear(*rlsys("pretrain", f"model.path={tiny}", f"data.train={tmp_path / 'mixed'}"), 1, "mixes file types")
+
+
+def test_empty_prompt(rlsys, tiny, tmp_path):
+    data = write(tmp_path / "p.jsonl", '{"prompt": "", "answer": "1"}\n')
+    assert_clear(*rlsys("grpo", f"model.path={tiny}", f"data.train={data}"), 1, "prompt 0 is empty")
+
+
+def test_prompt_longer_than_the_context(rlsys, tiny, tmp_path):
+    data = write(tmp_path / "p.jsonl", json.dumps({"prompt": "What is 1 + 1? " * 40, "answer": "2"}) + "\n")
+    assert_clear(*rlsys("grpo", f"model.path={tiny}", f"data.train={data}"), 1,
+                 "more than data.max_length - rollout.max_new_tokens")
+
+
+# ---- run folder -------------------------------------------------------------------------------------------
+def test_unwritable_output_dir(capsys, tiny):
+    with pytest.raises(SystemExit) as ended:
+        main(["sft", f"model.path={tiny}", "output_dir=/proc/rlsys_cannot_write_here"])
+    assert_clear(ended.value.code, capsys.readouterr().err, 1, "is not writable", "output_dir")
+
+
+def test_resume_from_something_that_is_not_a_checkpoint(rlsys, tiny, tmp_path):
+    assert_clear(*rlsys("sft", f"model.path={tiny}", f"resume={tmp_path}"), 1, "is not an rlsys checkpoint")
+
+
+# ---- rewards ----------------------------------------------------------------------------------------------
+def test_unknown_reward_rule(rlsys, tiny):
+    assert_clear(*rlsys("grpo", f"model.path={tiny}", "reward=[{type: rule, name: exact}]"), 1, "exact")
+
+
+def test_reward_function_file_missing(rlsys, tiny):
+    assert_clear(*rlsys("grpo", f"model.path={tiny}", "reward=[{type: function, path: nowhere.py:score}]"), 1,
+                 "nowhere.py")
+
+
+@pytest.mark.parametrize("body, phrase", [
+    ("raise ValueError('judge offline')", "raised ValueError: judge offline"),
+    ("return [float('nan')] * len(completions)", "NaN"),
+    ("return [1.0]", "returned 1 values for 2 completions"),
+])
+def test_reward_function_misbehaving(tmp_path, body, phrase):
+    from rlsys.rewards import load_reward_function
+
+    write(tmp_path / "bad_reward.py", f"def score(prompts, completions, **columns):\n    {body}\n")
+    reward = WeightedReward([("bad", load_reward_function(f"{tmp_path / 'bad_reward.py'}:score"), 1.0)])
+    with pytest.raises(RewardError) as caught:
+        reward(["p", "q"], ["a", "b"], {"answer": ["1", "2"]})
+    assert "bad" in str(caught.value) and phrase in str(caught.value)
+
+
+def test_reward_of_the_right_shape_passes(tmp_path):
+    reward = WeightedReward([("ok", lambda p, c, **k: [0.5] * len(c), 2.0)])
+    total, _ = reward(["p"], ["a"], {})
+    assert np.allclose(total, [1.0])
