@@ -46,6 +46,9 @@ class VLLMEngine:
 
         from rlsys.models.builders import resolve_dtype
 
+        # vLLM's CPU sampler cannot rewind a per-request torch.Generator ("CPU Generator does not use
+        # offset") when it discards a token of a chunked prefill: on CPU the engine-wide seed is used instead.
+        self.per_request_seeds = spec.device != "cpu"
         self.llm = vllm.LLM(
             model=spec.model_path, dtype=str(resolve_dtype(spec.dtype, spec.device)).replace("torch.", ""),
             seed=spec.seed, max_model_len=spec.max_model_len, tensor_parallel_size=spec.tensor_parallel_size,
@@ -58,7 +61,8 @@ class VLLMEngine:
 
         params = vllm.SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
                                      top_k=sampling.top_k, max_tokens=sampling.max_new_tokens,
-                                     stop=list(sampling.stop) or None, logprobs=0, seed=seed)
+                                     stop=list(sampling.stop) or None, logprobs=0,
+                                     seed=seed if self.per_request_seeds else None)
         outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=False)
         return [{"response_ids": list(c.token_ids),
                  "logp": [next(iter(lp.values())).logprob if lp else 0.0 for lp in (c.logprobs or [])],

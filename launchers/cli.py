@@ -12,6 +12,7 @@ JOBS = {
     "sft": "supervised fine-tuning on chat data, loss on assistant tokens only (optional LoRA, packing)",
     "grpo": "GRPO: vLLM rollouts, group-normalised advantages, policy / reference / rollout actors",
     "ppo": "PPO: GAE with a critic, clipped policy and value losses, KL to the reference",
+    "curate": "data curation on Ray Data: quality rules, exact and near dedup, quality classifier, funnel report",
 }
 
 # Commands that manage runs rather than train: (module, function, one line of help)

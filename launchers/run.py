@@ -32,6 +32,9 @@ def controller(job: str):
     if job == "pipeline":
         from rlsys.trainers.pipeline import run
         return run
+    if job == "curate":
+        from rlsys.curation.run import run
+        return run
     raise KeyError(job)
 
 

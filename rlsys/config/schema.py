@@ -271,10 +271,11 @@ class QualityConfig:
     """A classifier of reference ("high quality") text against random input text, on hashed word n-grams."""
     enabled: bool = True
     reference: Optional[str] = None  # file or folder of high-quality text; None: the embedded reference set
-    threshold: float = 0.3  # keep documents whose reference probability is at least this
+    threshold: float = 0.22  # keep documents whose probability of "reference" is at least this
     keep_fraction: Optional[float] = None  # instead of threshold: keep this top fraction by score
     max_train_docs: int = 2000  # per class
     heldout_fraction: float = 0.2  # of the reference, for the AUC in the report
+    ngram_min: int = 2  # word n-gram features: word order separates fluent text from shuffled words
     ngram_max: int = 2
 
 

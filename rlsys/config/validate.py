@@ -11,7 +11,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 from rlsys.config.schema import JobConfig
 from rlsys.errors import RlsysError
 
-JOBS = ("pretrain", "sft", "grpo", "ppo", "pipeline")
+JOBS = ("pretrain", "sft", "grpo", "ppo", "pipeline", "curate")
 
 CHOICES = {
     "job": JOBS,
@@ -30,6 +30,10 @@ CHOICES = {
     "algo.kl_controller": ("fixed", "adaptive"),
     "wandb.mode": ("online", "offline", "disabled"),
     "pipeline.rl": ("grpo", "ppo"),
+    "curate.mode": ("pretrain", "sft"),
+    "curate.heuristics.unicode_form": ("NFC", "NFKC", "none"),
+    "curate.select.rank_by": ("quality", "length"),
+    "curate.output_format": ("jsonl", "parquet"),
 }
 LOGGERS = ("console", "jsonl", "wandb")
 

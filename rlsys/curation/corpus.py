@@ -189,7 +189,7 @@ def chat_corpus(seed: int = 0, num_rows: int = 1500) -> list[dict]:
     reply = Prose(rng)
     for row in rows:
         prompt, _, junk_reply = row.pop("_body").partition("\x00")
-        answer = junk_reply or reply.document(paragraphs=(1, 3), sentences=(2, 5))
+        answer = junk_reply or reply.document(paragraphs=(1, 3), sentences=(3, 6))
         row["messages"] = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
     return [{"messages": r.pop("messages"), **r} for r in rows]
 

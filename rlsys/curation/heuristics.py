@@ -104,5 +104,6 @@ class HeuristicFilter:
         for name, rule in self.filters:
             verdict = rule.filter(doc)  # C4 removes lines from doc.text in place
             if verdict is not True:
-                return doc.text, f"{name}:{verdict[1] if isinstance(verdict, tuple) else 'dropped'}"
+                reason = verdict[1] if isinstance(verdict, tuple) else "dropped"
+                return doc.text, f"{name}:{reason.removeprefix('gopher_')}"
         return doc.text, ""

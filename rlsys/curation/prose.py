@@ -125,7 +125,9 @@ class Prose:
         adjs = rng.sample(topic["adjectives"], 2)
         verbs = rng.sample(VERBS, 2)
         presents = rng.sample(PRESENT, 2)
-        text = rng.choice(SENTENCES).format(
+        if not topic["templates"]:  # each template once before any repeats: fewer repeated n-grams
+            topic["templates"] = rng.sample(SENTENCES, len(SENTENCES))
+        text = topic["templates"].pop().format(
             noun=nouns[0], noun2=nouns[1], noun3=nouns[2], noun4=nouns[3], nouns=plural(nouns[0]),
             adj=adjs[0], adj2=adjs[1], base=verbs[0][0], past=verbs[0][1], past2=verbs[1][1],
             pp=verbs[0][2], pp2=verbs[1][2], present=presents[0], present2=presents[1],
@@ -137,7 +139,8 @@ class Prose:
     def topic(self) -> dict:
         rng = self.rng
         return {"nouns": rng.sample(NOUNS, 40), "adjectives": rng.sample(ADJECTIVES, 25),
-                "places": [self.place() for _ in range(3)], "people": [self.person() for _ in range(3)]}
+                "places": [self.place() for _ in range(3)], "people": [self.person() for _ in range(3)],
+                "templates": []}
 
     def paragraph(self, topic: dict, sentences: int) -> str:
         return " ".join(self.sentence(topic) for _ in range(sentences))

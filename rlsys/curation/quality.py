@@ -1,8 +1,9 @@
 """Model-based quality filter: logistic regression on hashed word n-grams, reference text against raw input.
 
 As in GPT-3's filter, positives are a "high quality" reference set and negatives a random sample of the raw
-input; the score is the probability of "reference". Hashing keeps the model stateless apart from its weights,
-so it pickles small and scores in parallel.
+input; the score is the probability of "reference". Word bigrams are the default features: shuffled or
+spliced text keeps the vocabulary of good text but not its word order. Hashing keeps the model stateless
+apart from its weights, so it pickles small and scores in parallel.
 """
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from rlsys.errors import DataError
 
 
 class QualityModel:
-    def __init__(self, ngram_max: int = 2, seed: int = 0):
-        self.vectorizer = HashingVectorizer(ngram_range=(1, ngram_max), n_features=2**20, alternate_sign=False)
+    def __init__(self, ngram_min: int = 2, ngram_max: int = 2, seed: int = 0):
+        self.vectorizer = HashingVectorizer(ngram_range=(ngram_min, ngram_max), n_features=2**18, alternate_sign=False)
         self.classifier = LogisticRegression(class_weight="balanced", max_iter=1000, random_state=seed)
 
     def fit(self, reference: list[str], raw: list[str]) -> "QualityModel":

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from rlsys.algorithms import (aggregate_loss, cross_entropy_loss, entropy_from_logits, kl_loss, masked_mean,
+from rlsys.algorithms import (aggregate_loss, cross_entropy_loss, entropy_from_logits, kl_loss, kl_penalty, masked_mean,
                               policy_loss, token_logprobs, value_loss)
 
 
@@ -30,11 +30,15 @@ def policy_objective(model, batch: dict, hparams: dict):
     """Clipped surrogate on response tokens, plus KL to the reference as a loss (GRPO) and an entropy bonus."""
     mask = batch["response_mask"]
     logp, entropy = response_logprobs(model, batch, hparams.get("temperature", 1.0), with_entropy=True)
-    loss, metrics = policy_loss(logp, batch["old_logp"], batch["advantages"], mask,
+    # On-policy (one update per batch) the sampling policy is this one: no separate forward pass needed.
+    old_logp = batch["old_logp"] if "old_logp" in batch else logp.detach()
+    loss, metrics = policy_loss(logp, old_logp, batch["advantages"], mask,
                                 clip_low=hparams["clip_low"], clip_high=hparams["clip_high"],
                                 aggregation=hparams["aggregation"], max_len=hparams.get("max_len"),
                                 dual_clip=hparams.get("dual_clip"))
     metrics = {"policy_loss": loss.item(), **metrics}
+    if "ref_logp" in batch:  # k3: unbiased and never negative
+        metrics["kl"] = masked_mean(kl_penalty(old_logp, batch["ref_logp"], "k3"), mask).item()
     if hparams.get("kl_loss_coef", 0.0) > 0 and "ref_logp" in batch:
         kl = kl_loss(logp, batch["ref_logp"], mask, estimator=hparams["kl_estimator"],
                      aggregation=hparams["aggregation"], max_len=hparams.get("max_len"))

@@ -39,22 +39,24 @@ def print_table(summary: dict[str, float]) -> None:
 
 
 def run(cfg) -> dict[str, float]:
+    from actors.cluster import connect
     from rlsys.trainers import rl, supervised
+    from rlsys.trainers.rl_roles import cpus_needed
 
     controllers = {"pretrain": supervised.train, "sft": supervised.train, "grpo": rl.train, "ppo": rl.train}
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    stages = {stage: stage_config(cfg, stage, previous) for stage, previous in
+              (("pretrain", None), ("sft", "pretrain"), (cfg.pipeline.rl, "sft"))}
+    connect(cfg.cluster, cpus_needed=max(cpus_needed(c) for c in stages.values()))  # one Ray for every stage
     summary: dict[str, float] = {}
-    previous = None
-    for stage in ("pretrain", "sft", cfg.pipeline.rl):
-        stage_cfg = stage_config(cfg, stage, previous)
+    for stage, stage_cfg in stages.items():
         print(f"\n=== {stage} -> {stage_cfg.output_dir} ===", flush=True)
         metrics = _recorded(stage_cfg) if _done(stage_cfg) else controllers[stage](stage_cfg)
         summary[stage] = float(metrics.get("eval/accuracy", float("nan")))
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         print_table(summary)
-        previous = stage
     return summary
 
 

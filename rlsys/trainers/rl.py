@@ -82,6 +82,8 @@ class RLController:
         self.greedy = Sampling(n=1, temperature=0.0, max_new_tokens=r.max_new_tokens, stop=list(r.stop))
         self.bucket_bytes = int(r.weight_sync_bucket_mb * 2**20)
         self.kl_ctl = build_kl_controller(a.kl_controller, a.kl_coef, a.kl_target, a.kl_horizon)
+        # One on-policy update per batch needs no forward pass for the sampling policy's logprobs.
+        self.needs_old_logp = a.kl_in_reward or a.epochs > 1 or 0 < a.mini_batch_size < cfg.trainer.batch_size
         self.roles: RLRoles | None = None
 
     # ---- actors -----------------------------------------------------------------------------------------
@@ -123,13 +125,15 @@ class RLController:
                 scores, per_term = self.score(batch, samples["response_ids"])
 
             with timed(times, "ref"):
-                samples["old_logp"] = roles.policy.logprobs(samples, cfg.rollout.temperature)["logp"]
+                if self.needs_old_logp:
+                    samples["old_logp"] = roles.policy.logprobs(samples, cfg.rollout.temperature)["logp"]
                 samples["ref_logp"] = roles.reference.logprobs(samples, cfg.rollout.temperature)["logp"]
                 if roles.critic:
                     samples["old_values"] = roles.critic.values(samples)["values"]
 
             mask = padded([[1.0] * len(x) for x in samples["response_ids"]])
-            old_logp, ref_logp = padded(samples["old_logp"]), padded(samples["ref_logp"])
+            ref_logp = padded(samples["ref_logp"])
+            old_logp = padded(samples["old_logp"]) if self.needs_old_logp else None
             values = padded(samples["old_values"]) if roles.critic else None
             advantages, returns = estimate_advantages(a, torch.tensor(scores, dtype=torch.float32), mask,
                                                       old_logp, ref_logp, values, self.kl_ctl.value)
@@ -149,7 +153,8 @@ class RLController:
                     roles.rollout.wake_up()
                 sync = roles.policy.send_weights(roles.rollout.engines, self.bucket_bytes)
 
-        kl = masked_mean(kl_penalty(old_logp, ref_logp, "k3"), mask).item()  # k3: unbiased and never negative
+        kl_during_update = policy_metrics.pop("kl", 0.0)  # k3: unbiased and never negative
+        kl = masked_mean(kl_penalty(old_logp, ref_logp, "k3"), mask).item() if old_logp is not None else kl_during_update
         self.kl_ctl.update(kl, len(lengths))
         return {
             "reward/mean": float(np.mean(scores)), "reward/std": float(np.std(scores)),

@@ -51,12 +51,20 @@ def _rollout_placement(cfg, device: str) -> Placement:
     return Placement(group, list(range(r.num_engines)), num_gpus=gpus, num_cpus=1.0)
 
 
+def cpus_needed(cfg) -> float:
+    """Logical CPUs the job's actors reserve (a local Ray is started with at least this many)."""
+    c = cfg.cluster
+    if cfg.job not in ("grpo", "ppo"):
+        return c.policy.num_ranks * c.policy.cpus_per_rank
+    roles = [c.policy, c.reference] + ([c.critic] if cfg.algo.name == "ppo" else [])
+    return sum(g.num_ranks * g.cpus_per_rank for g in roles) + cfg.rollout.num_engines
+
+
 def start_roles(cfg, model_path: str, device: str) -> RLRoles:
     c, t, a = cfg.cluster, cfg.trainer, cfg.algo
     uses_critic = a.name == "ppo"
     roles = [c.policy, c.reference] + ([c.critic] if uses_critic else [])
-    cpus = sum(g.num_ranks * g.cpus_per_rank for g in roles) + cfg.rollout.num_engines
-    connect(c, cpus_needed=cpus)
+    connect(c, cpus_needed=cpus_needed(cfg))
     gpus = sum(g.num_ranks * g.gpus_per_rank for g in roles) + cfg.rollout.num_engines * cfg.rollout.tensor_parallel_size
     check_capacity(device, c.policy.num_ranks if c.colocate else gpus)
 
