@@ -1,6 +1,7 @@
 """The `rlsys` command: `rlsys JOB [key=value ...]`, composed by Hydra from `configs/JOB.yaml`."""
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -113,6 +114,9 @@ def main(argv: list[str] | None = None) -> None:
     import hydra
 
     from launchers.run import run_job
+
+    # A terminated run exits like an interrupted one, so the local Ray it started is shut down with it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     register_schema()
     sys.argv = [f"rlsys {job}", *overrides]

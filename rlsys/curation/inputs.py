@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -126,12 +125,12 @@ def _output_rows(table: pa.Table, *, mode: str) -> pa.Table:
 
 def write_output(ds: ray.data.Dataset, cfg) -> Path:
     folder = Path(cfg.output_dir) / "data"
-    shutil.rmtree(folder, ignore_errors=True)
     kept = ds.map_batches(_output_rows, batch_format="pyarrow", fn_kwargs=dict(mode=cfg.curate.mode))
+    write = dict(filename_provider=ShardNames(cfg.curate.output_format), mode=ray.data.SaveMode.OVERWRITE)
     if cfg.curate.output_format == "parquet":
-        kept.write_parquet(str(folder.resolve()), filename_provider=ShardNames("parquet"))
+        kept.write_parquet(str(folder.resolve()), **write)
     else:
-        kept.write_json(str(folder.resolve()), filename_provider=ShardNames("jsonl"), force_ascii=False)
+        kept.write_json(str(folder.resolve()), **write, force_ascii=False)
     return folder
 
 

@@ -10,7 +10,8 @@ from rlsys.errors import DataError
 
 
 def embedded_task(cfg) -> ArithmeticTask:
-    return ArithmeticTask(seed=cfg.data.task.seed, heldout_size=cfg.data.task.heldout_size)
+    t = cfg.data.task
+    return ArithmeticTask(seed=t.seed, heldout_size=t.heldout_size, max_operand=t.max_operand)
 
 
 def _user_rows(cfg, spec: str, required: list[str]) -> list[dict]:

@@ -18,6 +18,7 @@ def stage_config(cfg, stage: str, previous: str | None):
     shared = [f"output_dir={Path(cfg.output_dir) / stage}", f"seed={cfg.seed}",
               f"logger=[{','.join(cfg.logger)}]", f"resume={str(cfg.resume).lower()}",
               f"data.task.seed={cfg.data.task.seed}", f"data.task.heldout_size={cfg.data.task.heldout_size}",
+              f"data.task.max_operand={cfg.data.task.max_operand}",
               f"cluster.device={cfg.cluster.device}"]
     if cfg.cluster.address:
         shared.append(f"cluster.address={cfg.cluster.address}")
