@@ -41,7 +41,7 @@ class TaskConfig:
     """The embedded arithmetic task, used when `data.train` is not given."""
     seed: int = 0
     heldout_size: int = 500
-    max_operand: int = 99  # problems a + b with 0 <= a, b <= max_operand
+    max_operand: int = 49  # problems a + b with 0 <= a, b <= max_operand
 
 
 @dataclass

@@ -13,7 +13,6 @@ import unicodedata
 
 from rlsys.curation.prose import ADJECTIVES, NOUNS, Prose, plural
 
-LABELS = ("clean", "junk", "exact_dup", "near_dup")
 JUNK_SHARE, EXACT_SHARE, NEAR_SHARE = 0.22, 0.08, 0.12
 BLOCKLISTED_PHRASES = ["Visit our online casino tonight and claim free viagra samples.",
                        "Click for xxx videos and cheap cialis with every order."]
@@ -140,7 +139,7 @@ def label_in_order(rows: list[dict], groups: list[int | None]) -> None:
         seen[group].add(key)
 
 
-def _mixed_rows(seed: int, num_rows: int, clean, junk, max_edit_rate: float) -> tuple[list[dict], list]:
+def _mixed_rows(seed: int, num_rows: int, clean, junk, max_edit_rate: float) -> list[dict]:
     """Clean items, junk items and duplicates of clean items, shuffled and labelled; `_body` is what duplicates."""
     rng = random.Random(seed)
     prose = Prose(rng)
@@ -157,18 +156,18 @@ def _mixed_rows(seed: int, num_rows: int, clean, junk, max_edit_rate: float) -> 
             items.append((text, f"{copy}_dup", how, group))
     rng.shuffle(items)
     rows = [{"_body": body, "curation_label": label, "curation_kind": kind} for body, label, kind, _ in items]
-    groups = [group for *_, group in items]
-    label_in_order(rows, groups)
-    return rows, groups
+    label_in_order(rows, [group for *_, group in items])
+    return rows
 
 
 def pretrain_corpus(seed: int = 0, num_docs: int = 3000) -> list[dict]:
     """Rows of `text` with their labels."""
-    rows, _ = _mixed_rows(seed, num_docs, lambda prose: prose.document(),
+    rows = _mixed_rows(seed, num_docs, lambda prose: prose.document(),
                           lambda writer, kind: writer.write(kind), max_edit_rate=0.025)
     return [{"text": r.pop("_body"), **r} for r in rows]
 
 
+JUNK_REPLY = "\x00"  # a junk chat row carries its planted reply after the prompt, behind this
 PROMPT_OPENINGS = ["I am writing a short report and need help.", "My teacher asked a question I cannot answer.",
                    "I read an article about this and got confused.", "Could you help me with some history?"]
 
@@ -183,12 +182,12 @@ def chat_corpus(seed: int = 0, num_rows: int = 1500) -> list[dict]:
                          f"What happened to the {rng.choice(topic['nouns'])} of {topic['places'][0]}, "
                          "and why does it matter?"])
 
-    rows, groups = _mixed_rows(seed, num_rows, conversation,
-                               lambda writer, kind: conversation(writer.prose) + "\x00" + writer.write(kind),
-                               max_edit_rate=0.03)
+    rows = _mixed_rows(seed, num_rows, conversation,
+                       lambda writer, kind: conversation(writer.prose) + JUNK_REPLY + writer.write(kind),
+                       max_edit_rate=0.03)
     reply = Prose(rng)
     for row in rows:
-        prompt, _, junk_reply = row.pop("_body").partition("\x00")
+        prompt, _, junk_reply = row.pop("_body").partition(JUNK_REPLY)
         answer = junk_reply or reply.document(paragraphs=(1, 3), sentences=(3, 6))
         row["messages"] = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
     return [{"messages": r.pop("messages"), **r} for r in rows]

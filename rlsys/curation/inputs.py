@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import ray
 
 from rlsys.curation import corpus
 from rlsys.curation.sft_select import prompt_and_reply
-from rlsys.data.sources import map_columns, read_rows
+from rlsys.data.sources import LoadedRows, map_columns, read_rows
 from rlsys.errors import DataError
 
 SHARD_SUFFIXES = (".jsonl", ".json", ".parquet")
@@ -65,7 +66,10 @@ def shard_files(spec: str) -> list[str]:
 
 
 def _read_shard(item: dict, *, split: str, on_error: str, columns: dict, required: list[str]) -> list[dict]:
-    loaded = read_rows(item["path"], split, on_error)
+    if item["path"].endswith(".parquet"):  # pyarrow directly: the datasets builder would cache every shard
+        loaded = LoadedRows(pq.read_table(item["path"]).to_pylist(), 0, item["path"])
+    else:
+        loaded = read_rows(item["path"], split, on_error)
     if loaded.skipped:
         print(f"data: skipped {loaded.skipped} malformed rows of {item['path']} (data.on_error=skip)")
     rows = map_columns(loaded, columns, required).rows if loaded.rows else []
@@ -92,8 +96,8 @@ def _prepare(table: pa.Table, *, mode: str, tokenizer_path: str | None) -> pa.Ta
 def describe_input(cfg) -> str:
     if cfg.data.train:
         return cfg.data.train
-    c = cfg.curate.corpus
-    return f"embedded labelled {'chat' if cfg.curate.mode == 'sft' else 'text'} corpus (seed {c.seed}, {c.num_docs} rows)"
+    c, kind = cfg.curate.corpus, "chat" if cfg.curate.mode == "sft" else "text"
+    return f"embedded labelled {kind} corpus (seed {c.seed}, {c.num_docs} rows)"
 
 
 def read_input(cfg, num_blocks: int) -> ray.data.Dataset:

@@ -95,6 +95,7 @@ SENTENCES = [
     "When the {noun} {past} in {year}, the {noun2} was {pp} by a {adj} {noun3}.",
 ]
 
+WORDS = NOUNS + ADJECTIVES + [v[1] for v in VERBS]
 ORDINALS = ["twelfth", "thirteenth", "fourteenth", "fifteenth", "sixteenth", "seventeenth", "eighteenth",
             "nineteenth", "twentieth"]
 
@@ -151,4 +152,4 @@ class Prose:
                            for _ in range(self.rng.randint(*paragraphs)))
 
     def word(self) -> str:
-        return self.rng.choice(NOUNS + ADJECTIVES + [v[1] for v in VERBS])
+        return self.rng.choice(WORDS)

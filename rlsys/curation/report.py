@@ -109,7 +109,7 @@ def precision_recall(counts: dict, stages: list[str]) -> dict:
         if stage not in TARGETS:
             continue
         target = TARGETS[stage]
-        reached = _label_totals(counts, lambda s, r: s in set(stages[k:]) | {""})
+        reached = _label_totals(counts, lambda s, r, later=set(stages[k:]) | {""}: s in later)
         parts = [(stage, lambda s, r, st=stage: s == st)]
         if stage == "heuristics":
             parts += [(f"heuristics/{name}", lambda s, r, n=name: s == "heuristics" and r.startswith(n + ":"))
@@ -169,7 +169,8 @@ def table(report: dict, top: int = 8) -> str:
     for row in report["funnel"]:
         rate = f"{row['docs_per_s']:>8.0f}" if row.get("docs_per_s") else f"{'':>8}"
         lines.append(f"{row['stage']:<12} {row['docs']:>8,} {row['docs'] / max(first['docs'], 1):>7.1%} "
-                     f"{row['tokens']:>12,} {row['tokens'] / max(first['tokens'], 1):>7.1%} {row['seconds']:>8.2f} {rate}")
+                     f"{row['tokens']:>12,} {row['tokens'] / max(first['tokens'], 1):>7.1%} "
+                     f"{row['seconds']:>8.2f} {rate}")
     lines.append("top drop reasons:")
     for item in report["drop_reasons"][:top]:
         example = item["samples"][0]["text"][:60].replace("\n", " ") if item["samples"] else ""
@@ -193,14 +194,16 @@ def plot(report: dict, path: Path, top: int = 8) -> None:
     fig = Figure(figsize=(13, 4.2))
     FigureCanvasAgg(fig)
     panels = fig.subplots(1, 3)
-    for ax, key, title in ((panels[0], "docs", "documents kept"), (panels[1], "tokens", f"{report['token_unit']} kept")):
+    for ax, key, title in ((panels[0], "docs", "documents kept"),
+                           (panels[1], "tokens", f"{report['token_unit']} kept")):
         values = [row[key] for row in report["funnel"]]
         bars = ax.barh(stages[::-1], values[::-1], color="#4c72b0")
         ax.bar_label(bars, labels=[f"{v:,}" for v in values[::-1]], fontsize=8, padding=2)
         ax.set_title(title)
         ax.set_xlim(0, max(values) * 1.25 if max(values) else 1)
     reasons = report["drop_reasons"][:top]
-    bars = panels[2].barh([r["reason"][:34] for r in reasons][::-1], [r["docs"] for r in reasons][::-1], color="#c44e52")
+    bars = panels[2].barh([r["reason"][:34] for r in reasons][::-1], [r["docs"] for r in reasons][::-1],
+                          color="#c44e52")
     panels[2].bar_label(bars, fontsize=8, padding=2)
     panels[2].set_title("top drop reasons (documents)")
     panels[2].tick_params(axis="y", labelsize=7)

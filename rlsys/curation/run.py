@@ -12,8 +12,8 @@ import ray
 from omegaconf import OmegaConf
 
 from actors.cluster import connect
-from rlsys.curation import corpus, inputs, report, stages
 from rlsys.config.validate import ConfigError
+from rlsys.curation import corpus, inputs, report, stages
 from rlsys.data.sources import load_rows
 from rlsys.errors import DataError
 
@@ -31,6 +31,8 @@ def check(c) -> None:
         (q.max_train_docs >= 2, f"curate.quality.max_train_docs must be at least 2, got {q.max_train_docs}."),
         (1 <= q.ngram_min <= q.ngram_max, "curate.quality needs 1 <= ngram_min <= ngram_max."),
         (c.select.top_k >= 1, f"curate.select.top_k must be at least 1, got {c.select.top_k}."),
+        (c.mode != "sft" or not c.select.enabled or c.select.rank_by != "quality" or c.quality.enabled,
+         "curate.select.rank_by=quality needs curate.quality.enabled=true; or rank by curate.select.rank_by=length."),
         (c.corpus.num_docs >= 10, f"curate.corpus.num_docs must be at least 10, got {c.corpus.num_docs}."),
         (c.heuristics.char_repetition.ngram >= 1, "curate.heuristics.char_repetition.ngram must be >= 1."),
     ]
@@ -39,8 +41,8 @@ def check(c) -> None:
             raise ConfigError(message)
 
 
-def quiet_ray_data() -> None:
-    """One progress line per stage is ours to print; Ray Data's bars and plans would bury it."""
+def configure_ray_data() -> None:
+    """Our progress line per stage instead of Ray Data's bars and plans; the output in the input's order."""
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
@@ -59,11 +61,6 @@ def reference_texts(cfg) -> list[str]:
                         "high-quality text (a `text` column) to learn from. Set curate.quality.reference=PATH, "
                         "or curate.quality.enabled=false.")
     return corpus.reference_texts(cfg.curate.corpus.seed)
-
-
-def _stage_counts(table: pa.Table, *, stage: str) -> pa.Table:
-    stage_of = table.column("_stage").to_numpy(zero_copy_only=False)
-    return pa.table({"kept": [int((stage_of == "").sum())], "dropped": [int((stage_of == stage).sum())]})
 
 
 def _scores_outside(table: pa.Table, *, exclude: np.ndarray) -> pa.Table:
@@ -91,7 +88,7 @@ def run(cfg) -> dict:
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     reference = reference_texts(cfg) if c.quality.enabled else []
     connect(cfg.cluster, cpus_needed=1)
-    quiet_ray_data()
+    configure_ray_data()
     cpus = int(ray.cluster_resources().get("CPU", 1))
 
     start = time.perf_counter()
@@ -109,13 +106,11 @@ def run(cfg) -> dict:
     infos, kept = {}, total
     for name in enabled:
         start = time.perf_counter()
-        ds, infos[name] = steps[name](ds, cfg)
+        ds, dropped, infos[name] = steps[name](ds, cfg)
         timings[name] = time.perf_counter() - start
-        counts = stages.gather(ds, _stage_counts, stage=name)  # Dataset.sum would start aggregator actors
-        now, dropped = int(counts["kept"].sum()), int(counts["dropped"].sum())
-        print(f"curate: {name:<12} {kept:>9,} -> {now:>9,} docs (-{dropped:,}) in {timings[name]:.1f}s, "
+        print(f"curate: {name:<12} {kept:>9,} -> {kept - dropped:>9,} docs (-{dropped:,}) in {timings[name]:.1f}s, "
               f"{kept / max(timings[name], 1e-9):,.0f} docs/s", flush=True)
-        kept = now
+        kept -= dropped
 
     summary = report.merge_summaries(
         [row["summary"] for row in ds.map_batches(report.summarize_batch, batch_format="pyarrow",

@@ -1,6 +1,7 @@
 """The curation stages on a Ray Data dataset whose rows carry `_stage` (empty while kept) and `_reason`.
 
-Stages mark rows instead of removing them, so the report can count and show what each stage dropped.
+Stages mark rows instead of removing them, so the report can count and show what each stage dropped. Each
+returns (dataset, rows it dropped, facts for the report).
 Per-document work runs in Ray Data tasks; global decisions (duplicate groups, score cut-offs, top-k) run on
 the driver over compact columns: ids, 64-bit hashes, LSH band keys and scores, plus the MinHash signatures of
 LSH candidates only.
@@ -23,10 +24,11 @@ BATCH = 256
 
 def gather(ds: ray.data.Dataset, fn, **kwargs) -> dict[str, np.ndarray]:
     """Columns that `fn(table, **kwargs)` picks from every batch, concatenated on the driver."""
-    tables = [ray.get(ref) for ref in ds.map_batches(fn, batch_format="pyarrow", fn_kwargs=kwargs).to_arrow_refs()]
-    table = pa.concat_tables([t for t in tables if t.num_rows]) if any(t.num_rows for t in tables) else None
-    if table is None:
+    refs = ds.map_batches(fn, batch_format="pyarrow", fn_kwargs=kwargs).to_arrow_refs()
+    tables = [table for table in ray.get(refs) if table.num_rows]
+    if not tables:
         return {}
+    table = pa.concat_tables(tables)
     return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
 
 
@@ -74,17 +76,23 @@ def _judge(table: pa.Table, *, heuristics: dict, rewrite: bool, tokenizer_path: 
         texts[i] = cleaned if rewrite else texts[i]
         if reason:
             stages[i], reasons[i] = "heuristics", reason
+    node = ray.get_runtime_context().get_node_id()  # the report lists the nodes that ran the rules
     columns = dict(_stage=pa.array(stages, pa.string()), _reason=pa.array(reasons, pa.string()),
-                   _node=pa.array([ray.get_runtime_context().get_node_id()] * len(texts), pa.string()))
+                   _node=pa.array([node] * len(texts), pa.string()))
     if rewrite:  # normalisation and C4's line removal change what pretraining will see
         columns.update(_text=pa.array(texts, pa.large_string()), _tokens=count_tokens(texts, tokenizer_path))
     return with_columns(table, **columns)
 
 
-def heuristics(ds, cfg) -> tuple[ray.data.Dataset, dict]:
+def _dropped_by(table: pa.Table, *, stage: str) -> pa.Table:
+    return pa.table({"dropped": [int((table.column("_stage").to_numpy(zero_copy_only=False) == stage).sum())]})
+
+
+def heuristics(ds, cfg) -> tuple[ray.data.Dataset, int, dict]:
     kwargs = dict(heuristics=OmegaConf.to_container(cfg.curate.heuristics), rewrite=cfg.curate.mode == "pretrain",
                   tokenizer_path=cfg.model.path)
-    return ds.map_batches(_judge, batch_format="pyarrow", batch_size=BATCH, fn_kwargs=kwargs).materialize(), {}
+    ds = ds.map_batches(_judge, batch_format="pyarrow", batch_size=BATCH, fn_kwargs=kwargs).materialize()
+    return ds, int(gather(ds, _dropped_by, stage="heuristics")["dropped"].sum()), {}
 
 
 # ---- exact and near deduplication ----
@@ -94,12 +102,12 @@ def _exact_keys(table: pa.Table, *, column: str) -> pa.Table:
     return pa.table({"_id": kept.column("_id"), "_hash": [exact_key(t) for t in kept.column(column).to_pylist()]})
 
 
-def exact_dedup(ds, cfg) -> tuple[ray.data.Dataset, dict]:
+def exact_dedup(ds, cfg) -> tuple[ray.data.Dataset, int, dict]:
     keys = gather(ds, _exact_keys, column=dedup_column(cfg))
     if not keys:
-        return ds, {}
+        return ds, 0, {}
     dropped, first = first_of_groups(keys["_id"], keys["_hash"])
-    return mark(ds, "exact_dedup", dropped, "exact_dedup:same_normalised_text", dup_of=first), {}
+    return mark(ds, "exact_dedup", dropped, "exact_dedup:same_normalised_text", dup_of=first), len(dropped), {}
 
 
 def _minhash(table: pa.Table, *, near: dict, column: str) -> pa.Table:
@@ -108,10 +116,9 @@ def _minhash(table: pa.Table, *, near: dict, column: str) -> pa.Table:
     texts = table.column(column).to_pylist()
     signatures = hasher.signatures([t for t, keep in zip(texts, mask) if keep])
     bands = hasher.band_keys(signatures)
-    sig_bytes, band_bytes, j = [b""] * len(texts), [b""] * len(texts), 0
-    for i in np.flatnonzero(mask):
-        sig_bytes[i], band_bytes[i] = signatures[j].tobytes(), bands[j].tobytes()
-        j += 1
+    sig_bytes, band_bytes = [b""] * len(texts), [b""] * len(texts)
+    for i, signature, band in zip(np.flatnonzero(mask), signatures, bands):
+        sig_bytes[i], band_bytes[i] = signature.tobytes(), band.tobytes()
     return with_columns(table, _minhash=pa.array(sig_bytes, pa.binary()), _bands=pa.array(band_bytes, pa.binary()))
 
 
@@ -119,7 +126,7 @@ def _stack(column: np.ndarray, dtype) -> np.ndarray:
     return np.stack([np.frombuffer(value, dtype=dtype) for value in column])
 
 
-def near_dedup(ds, cfg) -> tuple[ray.data.Dataset, dict]:
+def near_dedup(ds, cfg) -> tuple[ray.data.Dataset, int, dict]:
     near = cfg.curate.near_dedup
     hasher = MinHasher(near)
     ds = ds.map_batches(_minhash, batch_format="pyarrow", batch_size=BATCH,
@@ -134,7 +141,7 @@ def near_dedup(ds, cfg) -> tuple[ray.data.Dataset, dict]:
     info = {"bands": hasher.bands, "rows_per_band": hasher.rows, "candidate_pairs": int(len(pairs)),
             "verified_pairs": int(len(verified))}
     return mark(ds, "near_dedup", dropped, f"near_dedup:jaccard>={near.threshold:g}", dup_of=kept,
-                drop=("_minhash", "_bands")), info
+                drop=("_minhash", "_bands")), len(dropped), info
 
 
 def dedup_column(cfg) -> str:
@@ -148,24 +155,38 @@ def _score(table: pa.Table, *, model: QualityModel) -> pa.Table:
     return with_columns(table, _score=model.score(table.column("_text").to_pylist()))
 
 
-def _pick(table: pa.Table, *, ids: np.ndarray, columns: list[str]) -> pa.Table:
-    return table.select(columns).filter(pa.array(np.isin(table.column("_id").to_numpy(), ids)))
+def sample_keys(ids: np.ndarray, seed: int) -> np.ndarray:
+    """A uniform number in [0, 1) per row id, the same on every worker: a random sample without a shuffle."""
+    with np.errstate(over="ignore"):
+        mixed = (ids.astype(np.uint64) + np.uint64(seed)) * np.uint64(0x9E3779B97F4A7C15)
+        mixed ^= mixed >> np.uint64(31)
+        mixed *= np.uint64(0xBF58476D1CE4E5B9)
+        mixed ^= mixed >> np.uint64(29)
+    return (mixed >> np.uint64(11)).astype(np.float64) / 2.0**53
 
 
-def _all_columns(table: pa.Table, *, columns: list[str]) -> pa.Table:
-    return table.select(columns)
+def _sample(table: pa.Table, *, fraction: float, seed: int) -> pa.Table:
+    keys = sample_keys(table.column("_id").to_numpy(), seed)
+    picked = keys < fraction
+    return pa.table({"_id": table.column("_id").filter(pa.array(picked)), "_key": keys[picked],
+                     "_text": table.column("_text").filter(pa.array(picked))})
 
 
-def quality(ds, cfg, *, reference: list[str]) -> tuple[ray.data.Dataset, dict]:
+def raw_sample(ds, size: int, total: int, seed: int) -> tuple[np.ndarray, list[str]]:
+    """About `size` random input rows (kept or dropped): (ids, texts), the smallest sample keys first."""
+    rows = gather(ds, _sample, fraction=min(1.0, 1.2 * size / total + 1e-9), seed=seed)
+    order = np.argsort(rows["_key"])[:size]
+    return rows["_id"][order], rows["_text"][order].tolist()
+
+
+def quality(ds, cfg, *, reference: list[str]) -> tuple[ray.data.Dataset, int, dict]:
     """Fit on a held-in part of the reference against random input rows, score every row, drop the low ones."""
     q = cfg.curate.quality
     rng = np.random.default_rng(cfg.seed)
     reference = [reference[i] for i in rng.permutation(len(reference))]
     n_heldout = int(len(reference) * q.heldout_fraction)
     heldout, train_reference = reference[:n_heldout], reference[n_heldout:][:q.max_train_docs]
-    all_ids = gather(ds, _all_columns, columns=["_id"])["_id"]
-    raw_ids = np.sort(rng.choice(all_ids, size=min(q.max_train_docs, len(all_ids)), replace=False))
-    raw = gather(ds, _pick, ids=raw_ids, columns=["_text"])["_text"].tolist()
+    raw_ids, raw = raw_sample(ds, q.max_train_docs, ds.count(), cfg.seed)
     model = QualityModel(q.ngram_min, q.ngram_max, seed=cfg.seed).fit(train_reference, raw)
     ds = ds.map_batches(_score, batch_format="pyarrow", batch_size=BATCH, fn_kwargs=dict(model=model)).materialize()
     scores = gather(ds, _alive_columns, columns=["_id", "_score"])
@@ -174,7 +195,7 @@ def quality(ds, cfg, *, reference: list[str]) -> tuple[ray.data.Dataset, dict]:
     reason = "quality:below_top_fraction" if q.keep_fraction is not None else f"quality:score<{threshold:g}"
     info = {"threshold": threshold, "train_reference": len(train_reference), "train_raw": len(raw),
             "heldout_reference_scores": model.score(heldout).tolist(), "train_raw_ids": raw_ids.tolist()}
-    return mark(ds, "quality", low, reason), info
+    return mark(ds, "quality", low, reason), len(low), info
 
 
 # ---- SFT selection ----
@@ -185,12 +206,12 @@ def _rank_columns(table: pa.Table) -> pa.Table:
     return pa.table({"_id": kept.column("_id"), "_score": kept.column("_score"), "_words": words})
 
 
-def select(ds, cfg) -> tuple[ray.data.Dataset, dict]:
+def select(ds, cfg) -> tuple[ray.data.Dataset, int, dict]:
     s = cfg.curate.select
     ranked = gather(ds, _rank_columns)
     if not ranked:
-        return ds, {}
+        return ds, 0, {}
     values = ranked["_words"].astype(float) if s.rank_by == "length" else np.nan_to_num(ranked["_score"], nan=0.0)
     kept = top_k(ranked["_id"], values, s.top_k)
     below = np.setdiff1d(ranked["_id"], kept)
-    return mark(ds, "select", below, f"select:below_top_{s.top_k}_by_{s.rank_by}"), {"rank_by": s.rank_by}
+    return mark(ds, "select", below, f"select:below_top_{s.top_k}_by_{s.rank_by}"), len(below), {}

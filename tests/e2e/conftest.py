@@ -63,9 +63,9 @@ def last(metrics: list[dict], key: str) -> float:
 
 @pytest.fixture(scope="session")
 def pretrained(ray_cluster, tmp_path_factory):
-    """The embedded pretraining stage, shortened to 400 of the preset's 850 steps to fit CI's time."""
+    """The embedded pretraining stage, shortened to 300 of the preset's 850 steps to fit CI's time."""
     out = tmp_path_factory.mktemp("pretrain")
-    return out, run_job("pretrain", out, "trainer.max_steps=400")
+    return out, run_job("pretrain", out, "trainer.max_steps=300")
 
 
 @pytest.fixture(scope="session")

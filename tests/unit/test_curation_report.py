@@ -95,3 +95,5 @@ def test_curate_config_composes_and_rejects_bad_values():
         to_typed(compose_job("curate", ["curate.select.rank_by=vibes"]))
     with pytest.raises(ConfigError, match="curate.quality.keep_fraction"):
         check(to_typed(compose_job("curate", ["curate.quality.keep_fraction=1.5"])).curate)
+    with pytest.raises(ConfigError, match="rank_by=length"):
+        check(to_typed(compose_job("curate", ["curate=sft", "curate.quality.enabled=false"])).curate)
