@@ -6,6 +6,7 @@ import asyncio
 import os
 import shlex
 import sys
+import time
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 EXCLUDES = [".venv", ".git", "outputs", "wandb", "__pycache__", ".gpu1", ".gpu2"]
@@ -21,6 +22,18 @@ def entrypoint(job: str, overrides: list[str]) -> str:
     """The command the cluster runs: the job joins the cluster it runs on (cluster.address=auto)."""
     has_address = any(o.startswith("cluster.address=") for o in overrides)
     return shlex.join(["rlsys", job, *overrides, *([] if has_address else ["cluster.address=auto"])])
+
+
+def _submit_when_ready(client, command: str, runtime_env: dict, wait_s: float = 120.0) -> str:
+    """Submit, waiting while a just-started cluster has no job agent up yet (HTTP 500 "No available agent")."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return client.submit_job(entrypoint=command, runtime_env=runtime_env)
+        except RuntimeError as err:
+            if "No available agent" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
 
 
 def _follow(client, job_id: str) -> int:
@@ -63,7 +76,7 @@ def main_submit(argv: list[str]) -> int:
     if args.pip:
         runtime_env["pip"] = args.pip
     client = _client(args.address)
-    job_id = client.submit_job(entrypoint=entrypoint(args.job, args.overrides), runtime_env=runtime_env)
+    job_id = _submit_when_ready(client, entrypoint(args.job, args.overrides), runtime_env)
     print(f"rlsys: submitted {job_id}  (rlsys logs {job_id} | rlsys status {job_id} | rlsys stop {job_id})", flush=True)
     return 0 if args.no_follow else _follow(client, job_id)
 

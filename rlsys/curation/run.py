@@ -15,7 +15,7 @@ from actors.cluster import connect
 from rlsys.config.validate import ConfigError
 from rlsys.curation import corpus, inputs, report, stages
 from rlsys.data.sources import load_rows
-from rlsys.errors import DataError
+from rlsys.errors import DataError, RlsysError
 
 
 def check(c) -> None:
@@ -42,13 +42,15 @@ def check(c) -> None:
 
 
 def configure_ray_data() -> None:
-    """Our progress line per stage instead of Ray Data's bars and plans; the output in the input's order."""
+    """Our progress line per stage instead of Ray Data's bars and plans; the output in the input's order;
+    a bad row's DataError reaches the user as it is, not wrapped in a UserCodeException."""
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
     context.enable_auto_log_stats = False
-    context.execution_options.preserve_order = True  # the output keeps the input's order
-    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    context.execution_options.preserve_order = True
+    context.raise_original_map_exception = True
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)  # its errors still reach us as exceptions
 
 
 def reference_texts(cfg) -> list[str]:
@@ -81,14 +83,24 @@ def heldout_scores(ds, quality_info: dict) -> dict[str, np.ndarray]:
 
 def run(cfg) -> dict:
     """Curate `data.train` (or the embedded labelled corpus) into output_dir; returns the report."""
-    c = cfg.curate
-    check(c)
+    check(cfg.curate)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    reference = reference_texts(cfg) if c.quality.enabled else []
+    reference = reference_texts(cfg) if cfg.curate.quality.enabled else []
     connect(cfg.cluster, cpus_needed=1)
     configure_ray_data()
+    try:
+        return curate(cfg, reference, out)
+    except ray.exceptions.RayTaskError as err:
+        cause = getattr(err, "cause", None)
+        if isinstance(cause, RlsysError):  # one line, without the task's traceback and Ray Data's retry note
+            raise type(cause)(str(cause).splitlines()[0]) from None
+        raise
+
+
+def curate(cfg, reference: list[str], out: Path) -> dict:
+    c = cfg.curate
     cpus = int(ray.cluster_resources().get("CPU", 1))
 
     start = time.perf_counter()

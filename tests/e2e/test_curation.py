@@ -33,9 +33,13 @@ def two_nodes():
         cluster.shutdown()
 
 
+def rlsys_curate(address: str, out: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "launchers.cli", "curate", f"cluster.address={address}",
+                           f"output_dir={out}", *overrides], capture_output=True, text=True, timeout=300, cwd=ROOT)
+
+
 def curate(address: str, out: Path, *overrides: str) -> tuple[str, dict]:
-    result = subprocess.run([sys.executable, "-m", "launchers.cli", "curate", f"cluster.address={address}",
-                             f"output_dir={out}", *overrides], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    result = rlsys_curate(address, out, *overrides)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout, json.loads((out / "report.json").read_text())
 
@@ -57,20 +61,27 @@ def test_default_run_meets_the_figures_on_two_nodes_and_feeds_pretraining(two_no
     assert len(rows) == report["funnel"][-1]["docs"]
 
 
-def test_sft_selection_from_chat_shards_with_mapped_columns(two_nodes, tmp_path):
+def test_sft_selection_from_chat_shards_with_mapped_columns_and_bad_lines(two_nodes, tmp_path):
     shards = tmp_path / "chats"
     shards.mkdir()
     rows = chat_corpus(seed=3, num_rows=400)
-    for part in range(2):  # two shards in input order, the chat column under its own name, one bad line each
+    for part in range(2):  # two shards in input order, the chat column under its own name, a bad last line
         lines = [json.dumps({"conversation": r.pop("messages"), **r}) for r in rows[part * 200:(part + 1) * 200]]
-        (shards / f"part-{part}.jsonl").write_text("\n".join(lines + ["{not json"]) + "\n")
+        (shards / f"part-{part}.jsonl").write_text("\n".join(lines + ["{not json"] * part) + "\n")
     reference = tmp_path / "reference.jsonl"
     reference.write_text("\n".join(json.dumps({"text": t}) for t in reference_texts(seed=3, num_docs=200)))
     out = tmp_path / "out"
+    failed = rlsys_curate(two_nodes, out, "curate=sft", f"data.train={shards}", "data.columns.messages=conversation",
+                          f"curate.quality.reference={reference}")
+    assert failed.returncode == 1
+    assert failed.stderr.strip().splitlines()[-1] == (
+        f"rlsys curate: error: line 201 of {shards / 'part-1.jsonl'} is not a valid JSON object (Expecting property "
+        "name enclosed in double quotes: line 1 column 2 (char 1)). Fix the line, or set data.on_error=skip to skip "
+        "malformed rows.")
     stdout, report = curate(two_nodes, out, "curate=sft", f"data.train={shards}", "data.columns.messages=conversation",
                             "data.on_error=skip", f"curate.quality.reference={reference}", "curate.select.top_k=100",
                             "curate.select.rank_by=length", "curate.output_format=parquet")
-    assert stdout.count("skipped 1 malformed rows") == 2
+    assert "skipped 1 malformed rows" in stdout
     assert report["funnel"][-1] == {**report["funnel"][-1], "stage": "select", "docs": 100}
     near = report["precision_recall"]["near_dedup"]
     assert near["recall"] >= 0.95 and near["precision"] >= 0.95

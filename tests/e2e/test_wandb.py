@@ -52,7 +52,7 @@ def test_wandb_offline_run_files(pretrained, tmp_path, monkeypatch):
                 if "samples/_type" in items:  # a logged table arrives flattened: samples/_type, samples/path, ...
                     tables.append(json.loads(items["samples/_type"]))
     assert {"trainer", "model", "algo"} <= config_keys
-    assert sorted(history) == [1, 2, 3, 4, 5, 6], "every step once, across the resume"
+    assert sorted(history) == [0, 1, 2, 3, 4, 5, 6], "every step once (0: the evaluation before training)"
     assert {"train/loss", "train/lr", "perf/tokens_per_s"} <= set(history[1])
     assert "eval/accuracy" in history[3] and "eval/accuracy" in history[6]
     assert tables == ["table-file", "table-file"], "a sample table at each evaluation"

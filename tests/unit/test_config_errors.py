@@ -42,7 +42,7 @@ def test_more_devices_than_the_cluster_offers():
             supervised.train(cfg)
     finally:
         ray.shutdown()
-    assert "ask for 4 GPUs but the cluster has 1" in user_message(caught.value)
+    assert "ask for 4 GPUs but the cluster has" in user_message(caught.value)
 
 
 def test_micro_batch_must_divide_rl_update():
