@@ -55,6 +55,6 @@ def test_wandb_offline_run_files(pretrained, tmp_path, monkeypatch):
     assert sorted(history) == [0, 1, 2, 3, 4, 5, 6], "every step once (0: the evaluation before training)"
     assert {"train/loss", "train/lr", "perf/tokens_per_s"} <= set(history[1])
     assert "eval/accuracy" in history[3] and "eval/accuracy" in history[6]
-    assert tables == ["table-file", "table-file"], "a sample table at each evaluation"
+    assert tables == ["table-file"] * 3, "a sample table at each evaluation: steps 0, 3 and 6"
     table = json.loads(next(runs[-1].parent.glob("files/media/table/samples_*.table.json")).read_text())
     assert table["columns"] == ["prompt", "completion", "answer", "correct"] and table["data"]
