@@ -172,7 +172,8 @@ class TrainWorker:
         from rlsys.engine.weights import buckets, iter_hf_weights
 
         sent = calls = 0
-        refs = ray.get([e.begin_weight_update.remote() for e in engines]) if self.rank == 0 else None
+        if self.rank == 0:
+            ray.get([e.begin_weight_update.remote() for e in engines])
         for bucket in buckets(iter_hf_weights(self.engine.module, self.engine.zero3), bucket_bytes):
             if self.rank == 0:
                 payload = ray.put(save(bucket))
@@ -181,7 +182,6 @@ class TrainWorker:
                 calls += 1
         if self.rank == 0:
             ray.get([e.finish_weight_update.remote() for e in engines])
-        del refs
         return {"sync_mb": sent / 2**20, "sync_buckets": float(calls)}
 
     @dispatch(ALL)

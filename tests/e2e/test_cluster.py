@@ -20,6 +20,11 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def two_node_cluster(tmp_path_factory):
+    import ray
+
+    # `ray stop` below ends every Ray process on the machine (a driver whose raylet dies exits with it), so this
+    # process leaves the session's cluster first; this module runs last (see conftest).
+    ray.shutdown()
     port, dashboard = free_port(), free_port()
     # the nodes run with this venv on PATH, as nodes of an image with rlsys installed would
     env = dict(os.environ, RAY_AUTH_MODE="token", PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
