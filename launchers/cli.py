@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import signal
 import sys
-from pathlib import Path
-
 
 
 JOBS = {

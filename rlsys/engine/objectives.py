@@ -5,8 +5,6 @@ shifted targets: position t holds the token input_ids[:, t + 1].
 """
 from __future__ import annotations
 
-import torch
-
 from rlsys.algorithms import (aggregate_loss, cross_entropy_loss, entropy_from_logits, kl_loss, kl_penalty, masked_mean,
                               policy_loss, token_logprobs, value_loss)
 

@@ -1,6 +1,5 @@
 """Chat masks token by token, packing, padding, and the list <-> tensor layout of RL batches."""
 import pytest
-import torch
 
 from rlsys.data.collate import IGNORE, encode_chat, pack_examples, pack_texts, pad, render_ids
 from rlsys.engine.batch import response_values, to_tensors
