@@ -1,6 +1,7 @@
 """One rank of a training (or frozen inference) group: a model in the shared TrainEngine.
 
-The same worker serves every role: policy and critic train, the reference only runs forward passes.
+The same worker serves every role: policy and critic train, the reference only runs forward passes, a reward
+model trains (`rlsys rm`) or scores sequences for RL.
 """
 from __future__ import annotations
 
@@ -15,12 +16,12 @@ import torch
 
 from actors.group import ALL, RANK0, SPLIT, actor_location, dispatch, free_port
 
-ROLE_MODEL = {"policy": "causal_lm", "reference": "causal_lm", "critic": "value"}
+ROLE_MODEL = {"policy": "causal_lm", "reference": "causal_lm", "critic": "value", "reward": "reward"}
 
 
 @dataclass
 class WorkerSpec:
-    role: str  # policy | reference | critic
+    role: str  # policy | reference | critic | reward
     model_path: str
     device: str  # cpu | cuda
     dtype: str = "auto"
@@ -60,17 +61,22 @@ class TrainWorker:
         import deepspeed
 
         from rlsys.engine.engine import EngineSettings, TrainEngine
-        from rlsys.models.builders import load_causal_lm, load_tokenizer, load_value_model, resolve_dtype
+        from rlsys.models.builders import (load_causal_lm, load_reward_model, load_tokenizer, load_value_model,
+                                           resolve_dtype)
 
         deepspeed.init_distributed(dist_backend="nccl" if spec.device == "cuda" else "gloo", verbose=False)
         self._seed_everything(spec.seed + rank)
         dtype = resolve_dtype(spec.dtype, spec.device)
-        if ROLE_MODEL[spec.role] == "value":
-            model = load_value_model(spec.model_path, dtype=dtype, gradient_checkpointing=spec.gradient_checkpointing)
-        else:
-            model = load_causal_lm(spec.model_path, dtype=dtype, gradient_checkpointing=spec.gradient_checkpointing,
-                                   lora=spec.lora if spec.trainable else None)
         self.tokenizer = load_tokenizer(spec.model_path)
+        checkpointing = spec.gradient_checkpointing
+        if ROLE_MODEL[spec.role] == "value":
+            model = load_value_model(spec.model_path, dtype=dtype, gradient_checkpointing=checkpointing)
+        elif ROLE_MODEL[spec.role] == "reward":
+            model = load_reward_model(spec.model_path, dtype=dtype, pad_token_id=self.tokenizer.pad_token_id,
+                                      gradient_checkpointing=checkpointing)
+        else:
+            model = load_causal_lm(spec.model_path, dtype=dtype, gradient_checkpointing=checkpointing,
+                                   lora=spec.lora if spec.trainable else None)
         settings = EngineSettings(device=spec.device, dtype=dtype, world_size=world_size, **spec.engine)
         self.engine = TrainEngine(model, settings, trainable=spec.trainable)
 
@@ -124,6 +130,20 @@ class TrainWorker:
             logits = self.engine.forward(input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"]).logits
             out.extend(response_values(logits[:, :-1, 0], mb))
         return {"values": out}
+
+    @dispatch(SPLIT)
+    def scores(self, batch: dict[str, list]) -> dict[str, list]:
+        """A reward model's score of each sequence (prompt + response, or a preference pair's two sides)."""
+        from rlsys.engine.batch import micro_batches
+        from rlsys.engine.objectives import sequence_scores
+
+        out: list[float] = []
+        for mb in micro_batches(batch, self.engine.settings.micro_batch_size):
+            with torch.no_grad():
+                self.engine.module.eval()
+                tensors = {k: v.to(self.spec.device) for k, v in self._tensors(mb).items()}
+                out.extend(sequence_scores(self.engine.engine or self.engine.module, tensors).tolist())
+        return {"scores": out}
 
     @dispatch(SPLIT)
     def generate(self, batch: dict[str, list], max_new_tokens: int) -> dict[str, list]:

@@ -25,18 +25,26 @@ from rlsys.algorithms.masked import (
     masked_whiten,
 )
 from rlsys.algorithms.policy import kl_loss, policy_loss, value_loss
-from rlsys.algorithms.supervised import cross_entropy_loss, entropy_from_logits, token_logprobs
+from rlsys.algorithms.preference import PREFERENCE_LOSSES, bradley_terry_loss, dpo_loss
+from rlsys.algorithms.supervised import (
+    cross_entropy_loss,
+    entropy_from_logits,
+    token_logprobs,
+)
 
 __all__ = [
     "AGGREGATION_MODES",
     "KL_ESTIMATORS",
+    "PREFERENCE_LOSSES",
     "AdaptiveKLController",
     "FixedKLController",
     "KLController",
     "aggregate_loss",
+    "bradley_terry_loss",
     "broadcast_to_tokens",
     "build_kl_controller",
     "cross_entropy_loss",
+    "dpo_loss",
     "entropy_from_logits",
     "gae",
     "group_normalized_advantages",

@@ -68,3 +68,44 @@ def encode_prompts(cfg, tokenizer, rows: list[dict]) -> list[list[int]]:
                             f"= {limit}. Raise data.max_length or shorten the prompt.")
         encoded.append(ids)
     return encoded
+
+
+def response_ids(tokenizer, prompt_ids: list[int], messages: list[dict]) -> list[int]:
+    """The tokens the assistant's last turn adds after the generation prompt, up to its end-of-turn token."""
+    ids = render_ids(tokenizer, messages)[len(prompt_ids):]
+    eos = tokenizer.eos_token_id
+    return ids[: ids.index(eos) + 1] if eos in ids else ids
+
+
+def _answer_text(value) -> str:
+    """A chosen / rejected entry: the answer text, or a conversation whose last turn is the answer."""
+    if isinstance(value, list) and value and isinstance(value[-1], dict):
+        return str(value[-1].get("content", ""))
+    if not isinstance(value, str):
+        raise DataError(f"a chosen / rejected entry must be a string or a list of messages, got {type(value).__name__}.")
+    return value
+
+
+def preference_pairs(cfg, tokenizer, split: str) -> list[dict]:
+    """Preference pairs as token ids: {prompt_ids, chosen_ids, rejected_ids} (reward models and DPO)."""
+    require_chat_template(tokenizer, cfg.model.path or "")
+    spec = cfg.data.train if split == "train" else cfg.data.eval
+    if spec:
+        rows = _user_rows(cfg, spec, ["chosen", "rejected"])
+    elif split == "eval":
+        rows = embedded_task(cfg).preference_pairs("heldout")
+    else:
+        rows = embedded_task(cfg).preference_pairs("train", cfg.data.task.rejected_per_problem)
+    pairs = []
+    for index, row in enumerate(rows):
+        prompt = as_messages({"messages": row.get("messages"), "prompt": row.get("prompt")})
+        prompt_ids = render_ids(tokenizer, prompt, add_generation_prompt=True)
+        sides = [response_ids(tokenizer, prompt_ids, prompt + [{"role": "assistant", "content": _answer_text(row[k])}])
+                 for k in ("chosen", "rejected")]
+        if len(prompt_ids) + max(map(len, sides)) > cfg.data.max_length:
+            raise DataError(f"preference pair {index} has {len(prompt_ids) + max(map(len, sides))} tokens, more than "
+                            f"data.max_length={cfg.data.max_length}. Raise data.max_length or shorten the pair.")
+        pairs.append({"prompt_ids": prompt_ids, "chosen_ids": sides[0], "rejected_ids": sides[1]})
+    if not pairs:
+        raise DataError(f"no preference pairs in {spec or 'the embedded task'}.")
+    return pairs

@@ -167,18 +167,14 @@ class ArithmeticTask:
             i += turns
         return conversations
 
-    def preference_pairs(self, split: str) -> list[dict]:
-        """One pair per problem: the right answer (chosen) against a plausible wrong one."""
+    def preference_pairs(self, split: str, per_problem: int = 1) -> list[dict]:
+        """The right answer (chosen) against plausible wrong ones: ``per_problem`` pairs with distinct rejects."""
         rng = self._rng("preference", split)
         pairs = []
         for p in self.problems(split):
-            pairs.append(
-                {
-                    "prompt": [{"role": "user", "content": p.question}],
-                    "chosen": p.answer,
-                    "rejected": plausible_wrong_answer(p, rng),
-                }
-            )
+            for rejected in plausible_wrong_answers(p, rng, per_problem):
+                pairs.append({"prompt": [{"role": "user", "content": p.question}], "chosen": p.answer,
+                              "rejected": rejected})
         return pairs
 
     def rl_prompts(self, split: str) -> list[dict]:
@@ -251,6 +247,11 @@ def _no_carry(a: int, op: str, b: int) -> int | None:
 
 def plausible_wrong_answer(problem: Problem, rng: random.Random) -> str:
     """A wrong answer a weak model might give: off by one, carry dropped, digits swapped, tens off."""
+    return plausible_wrong_answers(problem, rng, 1)[0]
+
+
+def plausible_wrong_answers(problem: Problem, rng: random.Random, count: int) -> list[str]:
+    """Up to ``count`` distinct wrong answers, the likelier mistakes (dropped carry, swapped digits) first."""
     value = int(problem.answer)
     candidates: list[int] = [value + 1, value - 1, value + 10, value - 10]
     dropped = _no_carry(problem.a, problem.op, problem.b)
@@ -265,4 +266,9 @@ def plausible_wrong_answer(problem: Problem, rng: random.Random) -> str:
     valid = [c for c in candidates if c != value and (c >= 0 or value < 0)]
     if not valid:  # e.g. answer 0 with nothing non-negative but +1
         valid = [value + 1]
-    return str(rng.choice(valid))
+    picked: list[int] = []
+    while valid and len(picked) < count:
+        choice = rng.choice(valid)
+        picked.append(choice)
+        valid = [c for c in valid if c != choice]
+    return [str(c) for c in picked]

@@ -2,7 +2,8 @@
 
 A sample is either a token sequence with labels (`input_ids`, `labels`) or a prompt and a response
 (`prompt_ids`, `response_ids`) with per-response-token fields (`old_logp`, `ref_logp`, `advantages`,
-`returns`, `old_values`), placed at the positions that predict each response token.
+`returns`, `old_values`), placed at the positions that predict each response token. A preference pair
+(`prompt_ids`, `chosen_ids`, `rejected_ids`) becomes two such rows: all chosen rows first, then all rejected.
 """
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ import torch
 from rlsys.data.collate import IGNORE, pad
 
 TOKEN_FIELDS = ("old_logp", "ref_logp", "advantages", "returns", "old_values")
+PAIR_FIELDS = ("ref_chosen", "ref_rejected")
 
 
 def to_tensors(batch: dict[str, list], pad_id: int) -> dict[str, torch.Tensor]:
+    if "chosen_ids" in batch:
+        return pair_tensors(batch, pad_id)
     if "prompt_ids" in batch:
         sequences = [p + r for p, r in zip(batch["prompt_ids"], batch["response_ids"])]
     else:
@@ -30,6 +34,16 @@ def to_tensors(batch: dict[str, list], pad_id: int) -> dict[str, torch.Tensor]:
         for field in TOKEN_FIELDS:
             if field in batch:
                 out[field] = _place(batch[field], starts, width)
+    return out
+
+
+def pair_tensors(batch: dict[str, list], pad_id: int) -> dict[str, torch.Tensor]:
+    """Chosen and rejected sequences in one batch (one forward pass); per-pair reference log-ratios as is."""
+    out = to_tensors({"prompt_ids": batch["prompt_ids"] * 2,
+                      "response_ids": batch["chosen_ids"] + batch["rejected_ids"]}, pad_id)
+    for field in PAIR_FIELDS:
+        if field in batch:
+            out[field] = torch.tensor(batch[field], dtype=torch.float32)
     return out
 
 

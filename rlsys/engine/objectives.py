@@ -5,8 +5,8 @@ shifted targets: position t holds the token input_ids[:, t + 1].
 """
 from __future__ import annotations
 
-from rlsys.algorithms import (aggregate_loss, cross_entropy_loss, entropy_from_logits, kl_loss, kl_penalty, masked_mean,
-                              policy_loss, token_logprobs, value_loss)
+from rlsys.algorithms import (aggregate_loss, bradley_terry_loss, cross_entropy_loss, dpo_loss, entropy_from_logits,
+                              kl_loss, kl_penalty, masked_mean, masked_sum, policy_loss, token_logprobs, value_loss)
 
 
 def lm_objective(model, batch: dict, hparams: dict):
@@ -60,4 +60,39 @@ def value_objective(model, batch: dict, hparams: dict):
     return loss, metrics
 
 
-OBJECTIVES = {"lm": lm_objective, "policy": policy_objective, "value": value_objective}
+def sequence_scores(model, batch: dict):
+    """A reward model's score of each whole sequence (its head on the last non-padding token)."""
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0].float()
+
+
+def response_logprob_totals(logp, mask, average: bool = False):
+    """Log-probability of each whole response: the sum over its tokens (DPO), or the mean (IPO)."""
+    totals = masked_sum(logp, mask, dim=-1)
+    return totals / mask.sum(-1).clamp(min=1) if average else totals
+
+
+def pairwise_objective(model, batch: dict, hparams: dict):
+    """Bradley-Terry: the reward model should score the chosen response above the rejected one."""
+    chosen, rejected = sequence_scores(model, batch).chunk(2)
+    loss, metrics = bradley_terry_loss(chosen, rejected, hparams.get("margin", 0.0))
+    return loss, {"loss": loss.item(), **metrics}
+
+
+def dpo_objective(model, batch: dict, hparams: dict):
+    """DPO / IPO on log-ratios against the reference's response log-probabilities (computed by its actors)."""
+    logp, _ = response_logprobs(model, batch)
+    mask = batch["response_mask"]
+    totals = response_logprob_totals(logp, mask, average=hparams["loss_type"] == "ipo")
+    chosen, rejected = totals.chunk(2)
+    loss, metrics = dpo_loss(chosen - batch["ref_chosen"], rejected - batch["ref_rejected"], beta=hparams["beta"],
+                             loss_type=hparams["loss_type"], label_smoothing=hparams["label_smoothing"])
+    metrics["preference_loss"] = loss.item()
+    chosen_nll = -response_logprob_totals(logp, mask, average=True).chunk(2)[0].mean()
+    metrics["chosen_nll"] = chosen_nll.item()
+    if hparams.get("nll_coef", 0.0) > 0:
+        loss = loss + hparams["nll_coef"] * chosen_nll
+    return loss, {"loss": loss.item(), **metrics}
+
+
+OBJECTIVES = {"lm": lm_objective, "policy": policy_objective, "value": value_objective,
+              "pairwise": pairwise_objective, "dpo": dpo_objective}

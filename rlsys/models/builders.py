@@ -1,4 +1,4 @@
-"""Build models from config: causal LM (optionally with LoRA), value model, tokenizer; clear errors on bad paths."""
+"""Build models from config: causal LM (optionally with LoRA), value and reward models, tokenizer; clear errors."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -58,6 +58,21 @@ def load_value_model(path: str, *, dtype: torch.dtype, gradient_checkpointing: b
 
     check_model_dir(path)
     model = AutoModelForTokenClassification.from_pretrained(path, num_labels=1, dtype=dtype)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
+def load_reward_model(path: str, *, dtype: torch.dtype, pad_token_id: int, gradient_checkpointing: bool = False):
+    """A reward model: a one-output head on the last token (AutoModelForSequenceClassification).
+
+    From a causal LM the head starts fresh; a trained reward model folder loads as it is.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    check_model_dir(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype)
+    model.config.pad_token_id = pad_token_id  # how the head finds each sequence's last token
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model

@@ -118,9 +118,12 @@ def engine_settings(cfg, *, micro_batch_size: int, grad_accum_steps: int, lr: fl
 
 
 def start_train_group(role: str, cfg, model_path: str, device: str, *, trainable: bool, engine: dict,
-                      placement=None) -> ActorGroup:
-    """A group of TrainWorkers forming one torch.distributed world (NCCL on GPU, gloo on CPU)."""
-    resources = cfg.cluster[role]
+                      placement=None, resources=None) -> ActorGroup:
+    """A group of TrainWorkers forming one torch.distributed world (NCCL on GPU, gloo on CPU).
+
+    Sized by `cluster.<role>` unless `resources` says otherwise (the trained model of rm is sized by cluster.policy).
+    """
+    resources = resources or cfg.cluster[role]
     placement = placement or place_group(role, resources, device, cfg.cluster)
     spec = WorkerSpec(role=role, model_path=model_path, device=device, dtype=cfg.model.dtype, trainable=trainable,
                       seed=cfg.seed, cpu_threads=max(1, int(resources.cpus_per_rank)),
