@@ -1,0 +1,50 @@
+"""`rlsys serve-reward`: the job's `reward` terms (rules, functions, reward models, a judge) behind HTTP.
+
+Other jobs score against it with a reward term `{type: remote, url: http://HOST:PORT}`.
+"""
+from __future__ import annotations
+
+from omegaconf import OmegaConf
+
+
+def run(cfg) -> None:
+    from actors.cluster import connect, resolve_device
+    from rlsys.errors import RlsysError
+    from rlsys.rewards import build_reward
+    from rlsys.rewards.server import resolve_token, serve
+    from rlsys.trainers.reward_roles import (RewardActors, RewardModelTerm, actor_reward_specs, judge_term,
+                                             start_reward_actors)
+    from rlsys.trainers.rl_roles import reward_devices, start_judge_engines
+
+    if cfg.judge.model == "policy" and any(t.type == "judge" for t in cfg.reward):
+        raise RlsysError("serve-reward has no policy to judge with: set judge.model to a model folder.")
+    specs = [{k: v for k, v in term.items() if v is not None} for term in OmegaConf.to_container(cfg.reward)]
+    build_reward(specs)  # every term checked before any actor starts
+    actors = RewardActors()
+    if actor_reward_specs(cfg):
+        device = resolve_device(cfg.cluster)
+        connect(cfg.cluster, cpus_needed=reward_devices(cfg)[0])
+        start_reward_actors(cfg, device, actors, lambda: start_judge_engines(cfg, device))
+
+    def actor_term(spec: dict):
+        if spec["type"] == "model":
+            return spec.get("name") or "reward_model", RewardModelTerm(actors.models[spec["path"]], spec["path"])
+        return spec.get("name") or "judge", judge_term(cfg, actors.judge, cfg.judge.model)
+
+    reward = build_reward(specs, actor_term=actor_term)
+
+    def score(prompts: list[str], completions: list[str], columns: dict[str, list]):
+        columns = dict(columns)
+        # a reward model reads the conversation: sent as a `messages` column, or the prompt as one user turn
+        messages = columns.pop("messages", None) or [[{"role": "user", "content": p}] for p in prompts]
+        return reward(prompts, completions, columns, messages=messages)
+
+    token, generated = resolve_token(cfg.serve.token)
+    if generated:
+        print(f"bearer token (generated; pass it to clients as the reward term's token or $RLSYS_REWARD_TOKEN):\n"
+              f"  {token}", flush=True)
+    try:
+        serve(score, host=cfg.serve.host, port=cfg.serve.port, token=token,
+              max_request_bytes=cfg.serve.max_request_bytes, max_batch=cfg.serve.max_batch)
+    finally:
+        actors.kill()
