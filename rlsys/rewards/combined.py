@@ -1,25 +1,28 @@
 """Validated calls to reward functions and their weighted combination, built from config specs.
 
-Reward-model scores (``type: model``) come from actors owned by the trainer, so ``build_reward``
-only records those specs in ``WeightedReward.model_terms``; the trainer adds ``weight * score``
-to ``total`` itself.
+Reward-model and judge scores (``type: model`` / ``judge``) come from actors owned by the trainer: without
+``actor_term`` ``build_reward`` only checks and records those specs in ``WeightedReward.model_terms``; the
+trainer builds the reward again, once its actors run, with ``actor_term`` turning each spec into a function.
+A function with ``takes_messages = True`` also receives each sample's prompt conversation as ``messages``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from numbers import Real
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
+from ray.exceptions import RayError
 
 from rlsys.rewards.errors import RewardConfigError, RewardError
 from rlsys.rewards.rules import RULE_FACTORIES, RULES
 from rlsys.rewards.user_function import load_reward_function
 
 RewardFn = Callable[..., Any]
-REWARD_TYPES = ("rule", "function", "model")
+REWARD_TYPES = ("rule", "function", "model", "judge", "remote")
+REMOTE_KEYS = ("url", "token", "timeout_s", "max_retries")  # the config gives every term these; only remote reads them
 _CONTRACT = "a reward function must return a list with one finite float per completion"
 
 
@@ -49,6 +52,8 @@ def call_reward(
             raise ValueError(f"column '{column}' has {len(values)} values for {n} completions")
     try:
         result = fn(list(prompts), list(completions), **columns)
+    except (RewardError, RayError):
+        raise  # already a readable message (remote, judge), or a dead actor the training loop recovers from
     except Exception as exc:
         raise RewardError(
             f"reward function '{name}' raised {type(exc).__name__}: {exc}; fix the function "
@@ -85,14 +90,20 @@ class WeightedReward:
     def names(self) -> list[str]:
         return [name for name, _, _ in self.terms]
 
+    def stats(self) -> dict[str, float]:
+        """What terms report about their last call besides scores (e.g. a judge's parse failures)."""
+        return {key: value for _, fn, _ in self.terms for key, value in getattr(fn, "last_stats", {}).items()}
+
     def __call__(
-        self, prompts: Sequence[str], completions: Sequence[str], columns: Mapping[str, Sequence[Any]] | None = None
+        self, prompts: Sequence[str], completions: Sequence[str], columns: Mapping[str, Sequence[Any]] | None = None,
+        messages: Sequence[list[dict]] | None = None,
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         columns = dict(columns or {})
         total = np.zeros(len(completions), dtype=np.float64)
         per_term: dict[str, np.ndarray] = {}
         for name, fn, weight in self.terms:
-            scores = call_reward(name, fn, prompts, completions, columns)
+            term_columns = {**columns, "messages": messages} if getattr(fn, "takes_messages", False) else columns
+            scores = call_reward(name, fn, prompts, completions, term_columns)
             per_term[name] = scores
             total += weight * scores
         return total, per_term
@@ -109,7 +120,7 @@ def _rule_term(spec: dict) -> tuple[str, RewardFn, float]:
     rule = spec.get("name")
     if rule not in RULES:
         raise RewardConfigError(f"unknown rule reward {rule!r}; available rules: {', '.join(sorted(RULES))}")
-    options = {k: v for k, v in spec.items() if k not in ("type", "name", "weight")}
+    options = {k: v for k, v in spec.items() if k not in ("type", "name", "weight", *REMOTE_KEYS)}
     if options and rule not in RULE_FACTORIES:
         raise RewardConfigError(f"rule '{rule}' takes no options, got {sorted(options)}")
     fn = RULE_FACTORIES[rule](**options) if options else RULES[rule]
@@ -124,10 +135,24 @@ def _function_term(spec: dict) -> tuple[str, RewardFn, float]:
     return spec.get("name") or str(path).rpartition(":")[2], fn, _weight(spec)
 
 
-def build_reward(specs: Sequence[Mapping[str, Any]]) -> WeightedReward:
+def _remote_term(spec: dict) -> tuple[str, RewardFn, float]:
+    url = spec.get("url")
+    if not url:
+        # the spec is not echoed: it may hold the token
+        raise RewardConfigError(f"remote reward '{spec.get('name') or 'remote'}' needs 'url': http://host:port")
+    # imported here so httpx loads only when a remote term is configured
+    from rlsys.rewards.remote import RemoteReward
+
+    options = {key: spec[key] for key in ("token", "timeout_s", "max_retries") if spec.get(key) is not None}
+    return spec.get("name") or "remote", RemoteReward(str(url), **options), _weight(spec)
+
+
+def build_reward(specs: Sequence[Mapping[str, Any]],
+                 actor_term: Callable[[dict], tuple[str, RewardFn]] | None = None) -> WeightedReward:
     """Build the reward from config entries, e.g. ``{"type": "rule", "name": "answer_match", "weight": 1.0}``,
-    ``{"type": "function", "path": "my_rewards.py:score", "weight": 0.5}``. ``type: model`` entries are
-    skipped here and exposed as ``model_terms`` for the trainer to score with its reward-model actors.
+    ``{"type": "function", "path": "my_rewards.py:score", "weight": 0.5}``,
+    ``{"type": "remote", "url": "http://10.0.0.5:8000"}``. ``type: model`` and ``judge`` entries are
+    skipped here and exposed as ``model_terms`` for the trainer to score with its actors.
     """
     terms, model_terms = [], []
     for raw in specs:
@@ -139,9 +164,16 @@ def build_reward(specs: Sequence[Mapping[str, Any]]) -> WeightedReward:
             terms.append(_rule_term(spec))
         elif kind == "function":
             terms.append(_function_term(spec))
-        elif kind == "model":
-            _weight(spec)
-            model_terms.append(spec)
+        elif kind == "remote":
+            terms.append(_remote_term(spec))
+        elif kind in ("model", "judge"):
+            weight = _weight(spec)
+            if kind == "model" and not spec.get("path"):
+                raise RewardConfigError(f"model reward spec {spec} needs 'path': a reward model folder (rlsys rm)")
+            if actor_term is None:
+                model_terms.append(spec)
+            else:
+                terms.append((*actor_term(spec), weight))
         else:
             raise RewardConfigError(f"unknown reward type {kind!r} in {spec}; expected one of: {', '.join(REWARD_TYPES)}")
     return WeightedReward(terms, model_terms=model_terms)

@@ -28,6 +28,7 @@ from rlsys.trainers.advantages import estimate_advantages
 from rlsys.trainers.common import Checkpoints, base_model_path, mean_metrics, prepare_output_dir
 from rlsys.trainers.evaluate import evaluate_accuracy
 from rlsys.trainers.loop import run_steps
+from rlsys.trainers.reward_roles import SELF, RewardModelTerm, judge_term
 from rlsys.trainers.rl_roles import RLRoles, start_roles
 from rlsys.trainers.supervised import batch_at
 
@@ -69,8 +70,9 @@ class RLController:
         a, r = cfg.algo, cfg.rollout
         self.out = prepare_output_dir(cfg)
         self.device = resolve_device(cfg.cluster)
-        self.reward = build_reward([{k: v for k, v in term.items() if v is not None}
-                                    for term in OmegaConf.to_container(cfg.reward, resolve=True)])
+        self.reward_specs = [{k: v for k, v in term.items() if v is not None}
+                             for term in OmegaConf.to_container(cfg.reward, resolve=True)]
+        self.reward = build_reward(self.reward_specs)  # checked now; rebuilt with its actors in start()
         self.model_path = base_model_path(cfg)
         self.tokenizer = load_tokenizer(self.model_path)
         self.rows = prompt_rows(cfg, "train")
@@ -89,7 +91,18 @@ class RLController:
     # ---- actors -----------------------------------------------------------------------------------------
     def start(self) -> None:
         self.roles = start_roles(self.cfg, self.model_path, self.device)
+        self.reward = build_reward(self.reward_specs, actor_term=self.actor_term)
         (self.out / "placement.json").write_text(json.dumps(self.roles.locations(), indent=2))
+
+    def actor_term(self, spec: dict):
+        """A reward model or judge term, scored by this run's actors."""
+        rewards = self.roles.rewards
+        if spec["type"] == "model":
+            return spec.get("name") or "reward_model", RewardModelTerm(rewards.models[spec["path"]], spec["path"])
+        if self.cfg.judge.model == SELF:  # self-rewarding: the policy's engines, awake only while they answer
+            return spec.get("name") or "judge", judge_term(self.cfg, self.roles.rollout, self.model_path,
+                                                            generate=self.generate)
+        return spec.get("name") or "judge", judge_term(self.cfg, rewards.judge, self.cfg.judge.model)
 
     def stop(self) -> None:
         if self.roles is not None:
@@ -159,6 +172,7 @@ class RLController:
         return {
             "reward/mean": float(np.mean(scores)), "reward/std": float(np.std(scores)),
             **{f"reward/{name}": float(np.mean(v)) for name, v in per_term.items()},
+            **{f"reward/{name}": value for name, value in self.reward.stats().items()},
             "train/kl": kl, "train/kl_coef": self.kl_ctl.value,
             **{f"train/{k}": v for k, v in policy_metrics.items()},
             **{f"critic/{k}": v for k, v in critic_metrics.items()},
@@ -182,7 +196,8 @@ class RLController:
         completions = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
         prompts = [row["messages"][-1]["content"] for row in batch for _ in range(n)]
         columns = {k: [row.get(k) for row in batch for _ in range(n)] for k in batch[0] if k != "messages"}
-        return self.reward(prompts, completions, columns)
+        messages = [row["messages"] for row in batch for _ in range(n)]
+        return self.reward(prompts, completions, columns, messages=messages)
 
     def evaluate(self, step: int) -> tuple[dict[str, float], list[dict]]:
         greedy = lambda prompts: [s["response_ids"] for s in self.generate(prompts, self.greedy)]

@@ -1,4 +1,5 @@
-"""The actors of an RL job: policy and critic trainers, a frozen reference, vLLM rollout engines.
+"""The actors of an RL job: policy and critic trainers, a frozen reference, vLLM rollout engines, and what
+the reward needs (reward models, judge engines).
 
 Each role gets its own placement group sized from `cluster.<role>` and `rollout.*`, or with
 `cluster.colocate=true` all roles share one group of devices (vLLM sleeps while the trainers run).
@@ -11,6 +12,7 @@ from actors.cluster import check_capacity, connect, node_label_resources, shared
 from actors.group import ActorGroup, Placement, create_placement
 from actors.rollout import RolloutGroup, RolloutSpec
 from rlsys.trainers.common import engine_settings, start_train_group
+from rlsys.trainers.reward_roles import RewardActors, actor_reward_specs, start_reward_actors, uses_judge_engines
 
 
 @dataclass
@@ -20,44 +22,69 @@ class RLRoles:
     rollout: RolloutGroup
     critic: ActorGroup | None
     colocated: bool
+    rewards: RewardActors
 
     def trainers(self) -> dict[str, ActorGroup]:
         return {"policy": self.policy, **({"critic": self.critic} if self.critic else {})}
 
     def locations(self) -> dict[str, list[dict]]:
         """Each role's actors: pid, node, placement group, GPUs (written to output_dir/placement.json)."""
-        groups = {"policy": self.policy, "reference": self.reference, "critic": self.critic, "rollout": self.rollout}
+        groups = {"policy": self.policy, "reference": self.reference, "critic": self.critic, "rollout": self.rollout,
+                  **self.rewards.groups()}
         return {name: group.locations() for name, group in groups.items() if group is not None}
 
     def kill(self) -> None:
         for group in (self.policy, self.reference, self.critic, self.rollout):
             if group is not None:
                 group.kill()
+        self.rewards.kill()
 
 
-def _rollout_spec(cfg, model_path: str, device: str, colocated: bool) -> RolloutSpec:
+def rollout_spec(cfg, model_path: str, device: str, colocated: bool, max_model_len: int | None = None) -> RolloutSpec:
     r = cfg.rollout
     return RolloutSpec(model_path=model_path, device=device, dtype=cfg.model.dtype, seed=cfg.seed,
-                       max_model_len=cfg.data.max_length, tensor_parallel_size=r.tensor_parallel_size,
+                       max_model_len=max_model_len or cfg.data.max_length, tensor_parallel_size=r.tensor_parallel_size,
                        gpu_memory_utilization=r.gpu_memory_utilization if device == "cuda" else min(r.gpu_memory_utilization, 0.2),
                        enable_sleep=colocated and device == "cuda")
 
 
-def _rollout_placement(cfg, device: str) -> Placement:
-    r = cfg.rollout
-    gpus = float(r.tensor_parallel_size) if device == "cuda" else 0
-    group = create_placement(r.num_engines, gpus=gpus, cpus=1.0, strategy=cfg.cluster.placement_strategy,
+def rollout_placement(cfg, device: str, num_engines: int) -> Placement:
+    gpus = float(cfg.rollout.tensor_parallel_size) if device == "cuda" else 0
+    group = create_placement(num_engines, gpus=gpus, cpus=1.0, strategy=cfg.cluster.placement_strategy,
                              extra_resources=node_label_resources(cfg.cluster, "rollout"))
-    return Placement(group, list(range(r.num_engines)), num_gpus=gpus, num_cpus=1.0)
+    return Placement(group, list(range(num_engines)), num_gpus=gpus, num_cpus=1.0)
+
+
+def start_engines(cfg, model_path: str, device: str, num_engines: int, max_model_len: int | None = None) -> RolloutGroup:
+    """Rollout engines serving another model than the policy (a judge, a distillation teacher)."""
+    env = {"VLLM_CPU_OMP_THREADS_BIND": "nobind"} if device == "cpu" else {}
+    return RolloutGroup(cfg.rollout.backend, rollout_spec(cfg, model_path, device, False, max_model_len),
+                        rollout_placement(cfg, device, num_engines), env=env)
+
+
+def start_judge_engines(cfg, device: str) -> RolloutGroup:
+    # the judge's prompt holds the template, the question and the answer: room for four times data.max_length
+    return start_engines(cfg, cfg.judge.model, device, cfg.judge.num_engines, cfg.data.max_length * 4)
+
+
+def reward_devices(cfg) -> tuple[float, float]:
+    """(CPUs, GPUs) that reward models and judge engines reserve."""
+    models = {t.path for t in actor_reward_specs(cfg) if t.type == "model"}
+    judges = cfg.judge.num_engines if uses_judge_engines(cfg) else 0
+    r = cfg.cluster.reward
+    return (len(models) * r.num_ranks * r.cpus_per_rank + judges,
+            len(models) * r.num_ranks * r.gpus_per_rank + judges * cfg.rollout.tensor_parallel_size)
 
 
 def cpus_needed(cfg) -> float:
     """Logical CPUs the job's actors reserve (a local Ray is started with at least this many)."""
     c = cfg.cluster
+    if cfg.job == "dpo":
+        return c.policy.num_ranks * c.policy.cpus_per_rank + c.reference.num_ranks * c.reference.cpus_per_rank
     if cfg.job not in ("grpo", "ppo"):
         return c.policy.num_ranks * c.policy.cpus_per_rank
     roles = [c.policy, c.reference] + ([c.critic] if cfg.algo.name == "ppo" else [])
-    return sum(g.num_ranks * g.cpus_per_rank for g in roles) + cfg.rollout.num_engines
+    return sum(g.num_ranks * g.cpus_per_rank for g in roles) + cfg.rollout.num_engines + reward_devices(cfg)[0]
 
 
 def start_roles(cfg, model_path: str, device: str) -> RLRoles:
@@ -65,7 +92,8 @@ def start_roles(cfg, model_path: str, device: str) -> RLRoles:
     uses_critic = a.name == "ppo"
     roles = [c.policy, c.reference] + ([c.critic] if uses_critic else [])
     connect(c, cpus_needed=cpus_needed(cfg))
-    gpus = sum(g.num_ranks * g.gpus_per_rank for g in roles) + cfg.rollout.num_engines * cfg.rollout.tensor_parallel_size
+    gpus = (sum(g.num_ranks * g.gpus_per_rank for g in roles) + cfg.rollout.num_engines * cfg.rollout.tensor_parallel_size
+            + reward_devices(cfg)[1])
     check_capacity(device, c.policy.num_ranks if c.colocate else gpus)
 
     sequences = (a.mini_batch_size or t.batch_size) * a.n_samples
@@ -76,12 +104,14 @@ def start_roles(cfg, model_path: str, device: str) -> RLRoles:
         placement = slots(c[role].num_ranks) if slots else None
         return start_train_group(role, cfg, model_path, device, trainable=trainable, engine=engine, placement=placement)
 
+    env = {"VLLM_CPU_OMP_THREADS_BIND": "nobind"} if device == "cpu" else {}
+
     def rollout() -> RolloutGroup:
-        placement = slots(cfg.rollout.num_engines) if slots else _rollout_placement(cfg, device)
-        env = {"VLLM_CPU_OMP_THREADS_BIND": "nobind"} if device == "cpu" else {}
-        return RolloutGroup(cfg.rollout.backend, _rollout_spec(cfg, model_path, device, c.colocate), placement, env=env)
+        placement = slots(cfg.rollout.num_engines) if slots else rollout_placement(cfg, device, cfg.rollout.num_engines)
+        return RolloutGroup(cfg.rollout.backend, rollout_spec(cfg, model_path, device, c.colocate), placement, env=env)
 
     started: dict = {}  # killed again if a later role cannot start
+    rewards = RewardActors()
     try:
         started["policy"] = trainer("policy", True, sequences // (t.micro_batch_size * c.policy.num_ranks))
         started["reference"] = trainer("reference", False, 1)
@@ -89,9 +119,11 @@ def start_roles(cfg, model_path: str, device: str) -> RLRoles:
             started["critic"] = trainer("critic", True, sequences // (t.micro_batch_size * c.critic.num_ranks),
                                         lr=a.critic_lr)
         started["rollout"] = rollout()
+        start_reward_actors(cfg, device, rewards, lambda: start_judge_engines(cfg, device))
     except BaseException:
         for group in started.values():
             group.kill()
+        rewards.kill()
         raise
     return RLRoles(policy=started["policy"], reference=started["reference"], rollout=started["rollout"],
-                   critic=started.get("critic"), colocated=c.colocate)
+                   critic=started.get("critic"), colocated=c.colocate, rewards=rewards)

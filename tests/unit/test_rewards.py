@@ -86,11 +86,11 @@ def test_user_function_from_file_receives_columns(tmp_path):
         [
             {"type": "rule", "name": "format", "weight": 1.0},
             {"type": "function", "path": f"{path}:score", "weight": 0.5},
-            {"type": "model", "name": "rm", "weight": 2.0},
+            {"type": "model", "name": "rm", "path": "outputs/rm/checkpoints/final", "weight": 2.0},
         ]
     )
     assert reward.names == ["format", "score"]
-    assert reward.model_terms == [{"type": "model", "name": "rm", "weight": 2.0}]
+    assert reward.model_terms == [{"type": "model", "name": "rm", "path": "outputs/rm/checkpoints/final", "weight": 2.0}]
     total, per_term = reward(["p", "p"], ["4", "5"], {"answer": ["4", "4"], "difficulty": [2.0, 3.0]})
     np.testing.assert_allclose(per_term["score"], [2.0, 0.0])
     np.testing.assert_allclose(total, [2.0, 1.0])

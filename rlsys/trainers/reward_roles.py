@@ -1,0 +1,85 @@
+"""Reward terms that need actors: reward models (`type: model`) and LLM judges (`type: judge`).
+
+Each reward model is a frozen TrainWorker group sized by `cluster.reward`; a judge is a group of rollout
+engines serving `judge.model`, or the policy's own engines when `judge.model=policy` (self-rewarding).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from actors.group import ActorGroup
+from actors.rollout import RolloutGroup, Sampling
+from rlsys.data.collate import render_ids
+from rlsys.data.job_data import response_ids
+from rlsys.models.builders import load_tokenizer
+from rlsys.rewards.judge import JudgeReward
+from rlsys.trainers.common import engine_settings, start_train_group
+
+SELF = "policy"
+
+
+def actor_reward_specs(cfg) -> list[dict]:
+    return [term for term in cfg.reward if term.type in ("model", "judge")]
+
+
+def uses_judge_engines(cfg) -> bool:
+    """A judge with its own engines (not the policy's)."""
+    return any(t.type == "judge" for t in cfg.reward) and cfg.judge.model not in (None, SELF)
+
+
+class RewardModelTerm:
+    """Scores (prompt, completion) with a reward model, re-tokenised with the reward model's own chat template."""
+    takes_messages = True
+
+    def __init__(self, group: ActorGroup, model_path: str):
+        self.group = group
+        self.tokenizer = load_tokenizer(model_path)
+
+    def __call__(self, prompts, completions, messages, **columns) -> list[float]:
+        prompt_ids, responses = [], []
+        for conversation, completion in zip(messages, completions):
+            ids = render_ids(self.tokenizer, conversation, add_generation_prompt=True)
+            prompt_ids.append(ids)
+            responses.append(response_ids(self.tokenizer, ids,
+                                          conversation + [{"role": "assistant", "content": completion}]))
+        return self.group.scores({"prompt_ids": prompt_ids, "response_ids": responses})["scores"]
+
+
+@dataclass
+class RewardActors:
+    models: dict[str, ActorGroup] = field(default_factory=dict)  # reward model path -> its group
+    judge: RolloutGroup | None = None
+
+    def groups(self) -> dict:
+        named = {f"reward_model_{i}": g for i, g in enumerate(self.models.values())}
+        return {**named, **({"judge": self.judge} if self.judge else {})}
+
+    def kill(self) -> None:
+        for group in self.groups().values():
+            group.kill()
+
+
+def start_reward_actors(cfg, device: str, started: RewardActors, judge_engines) -> RewardActors:
+    """Start what the reward terms need into `started` (so a caller can kill a half-started set)."""
+    frozen = engine_settings(cfg, micro_batch_size=cfg.trainer.micro_batch_size, grad_accum_steps=1)
+    for spec in actor_reward_specs(cfg):
+        if spec.type == "model" and spec.path not in started.models:
+            started.models[spec.path] = start_train_group("reward", cfg, spec.path, device, trainable=False,
+                                                          engine=frozen)
+    if uses_judge_engines(cfg):
+        started.judge = judge_engines()
+    return started
+
+
+def judge_term(cfg, engines: RolloutGroup, model_path: str, generate=None) -> JudgeReward:
+    """A judge asking `engines` (greedy); `generate` overrides how (the policy's engines may sleep)."""
+    tokenizer = load_tokenizer(model_path)
+    sampling = Sampling(n=1, temperature=0.0, max_new_tokens=cfg.judge.max_new_tokens)
+    generate = generate or (lambda ids, params: engines.generate(ids, params))
+
+    def ask(texts: list[str]) -> list[str]:
+        ids = [render_ids(tokenizer, [{"role": "user", "content": t}], add_generation_prompt=True) for t in texts]
+        replies = generate(ids, sampling)
+        return tokenizer.batch_decode([r["response_ids"] for r in replies], skip_special_tokens=True)
+
+    return JudgeReward(ask, cfg.judge)
