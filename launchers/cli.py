@@ -11,6 +11,10 @@ JOBS = {
     "sft": "supervised fine-tuning on chat data, loss on assistant tokens only (optional LoRA, packing)",
     "grpo": "GRPO: vLLM rollouts, group-normalised advantages, policy / reference / rollout actors",
     "ppo": "PPO: GAE with a critic, clipped policy and value losses, KL to the reference",
+    "rm": "a reward model on preference pairs (Bradley-Terry); loads in AutoModelForSequenceClassification",
+    "dpo": "DPO on preference pairs against a frozen reference (algo.preference_loss=ipo, algo.label_smoothing)",
+    "distill": "a teacher (distill.teacher) answers the prompts, the best answers fine-tune the student (model.path)",
+    "serve-reward": "an HTTP reward server (bearer token, size limits) over any reward: rules, model, judge",
     "curate": "data curation on Ray Data: quality rules, exact and near dedup, quality classifier, funnel report",
 }
 

@@ -29,8 +29,17 @@ def controller(job: str):
     if job in ("grpo", "ppo"):
         from rlsys.trainers.rl import train
         return train
+    if job == "distill":
+        from rlsys.trainers.distill import run
+        return run
+    if job in ("rm", "dpo"):
+        from rlsys.trainers.preference import train
+        return train
     if job == "pipeline":
         from rlsys.trainers.pipeline import run
+        return run
+    if job == "serve-reward":
+        from launchers.serve_reward import run
         return run
     if job == "curate":
         from rlsys.curation.run import run

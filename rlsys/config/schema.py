@@ -42,6 +42,7 @@ class TaskConfig:
     seed: int = 0
     heldout_size: int = 500
     max_operand: int = 49  # problems a + b with 0 <= a, b <= max_operand
+    rejected_per_problem: int = 4  # preference training pairs per problem, each with another wrong answer
 
 
 @dataclass
@@ -149,15 +150,63 @@ class AlgoConfig:
     value_clip: float = 0.2
     critic_lr: float = 1e-3
     critic_warmup_steps: int = 0
+    # preference learning (rm, dpo)
+    beta: float = 0.1  # DPO / IPO strength of the pull towards the reference
+    preference_loss: str = "sigmoid"  # sigmoid (DPO) | ipo
+    label_smoothing: float = 0.0  # conservative DPO: the assumed share of flipped preference labels
+    nll_coef: float = 0.0  # RPO: plus this times the chosen responses' per-token NLL (keeps them likely)
+    reward_margin: float = 0.0  # rm: Bradley-Terry margin the chosen score must clear
 
 
 @dataclass
 class RewardTerm:
-    type: str = "rule"  # rule | function | model
+    type: str = "rule"  # rule | function | model | judge | remote
     name: Optional[str] = None
     path: Optional[str] = None  # function: file.py:function; model: a reward model directory
     weight: float = 1.0
     pattern: Optional[str] = None
+    url: Optional[str] = None  # remote: an `rlsys serve-reward` address, e.g. http://10.0.0.5:8000
+    token: Optional[str] = None  # remote: its bearer token (default: $RLSYS_REWARD_TOKEN)
+    timeout_s: float = 30.0  # remote: per attempt
+    max_retries: int = 3  # remote: attempts after the first, with exponential backoff
+
+
+JUDGE_TEMPLATE = ("Rate the answer to the question from 0 (wrong) to 10 (perfect). Reply with the number only.\n"
+                  "Question: {prompt}\nAnswer: {completion}\nScore:")
+
+
+@dataclass
+class JudgeConfig:
+    """An LLM that scores completions (reward type `judge`): its reply is parsed into a score in [0, 1]."""
+    model: Optional[str] = None  # a model folder served by its own vLLM engines, or "policy" (self-rewarding)
+    template: str = JUDGE_TEMPLATE  # {prompt} and {completion} are filled in; sent as one user message
+    score_pattern: str = r"-?\d+(?:\.\d+)?"  # the first match is the score
+    min_score: float = 0.0  # scores are mapped from [min_score, max_score] to [0, 1]
+    max_score: float = 10.0
+    max_new_tokens: int = 8
+    num_engines: int = 1
+    max_parse_failure_rate: float = 0.5  # stop the run when a larger share of a batch's replies is unparsable
+    parse_failure_score: float = 0.0  # the reward of an unparsable reply (counted in reward/judge_parse_failures)
+
+
+@dataclass
+class ServeConfig:
+    """`rlsys serve-reward`: an HTTP endpoint over the job's `reward` terms."""
+    host: str = "127.0.0.1"  # 0.0.0.0 exposes it to the network
+    port: int = 8000
+    token: Optional[str] = None  # bearer token; default $RLSYS_REWARD_TOKEN, else one is generated and printed
+    max_request_bytes: int = 1048576
+    max_batch: int = 1024  # completions per request
+
+
+@dataclass
+class DistillConfig:
+    """`rlsys distill`: a teacher answers the prompts, the best answers become SFT data for the student."""
+    teacher: Optional[str] = None  # the teacher's model folder (the student is model.path)
+    n_samples: int = 4  # answers per prompt; more than one gives rejection sampling against the reward
+    temperature: float = 0.7
+    keep: str = "best"  # best: one answer per prompt | all: every answer that passes min_reward
+    min_reward: Optional[float] = None  # drop answers scored below this (None keeps the best of every prompt)
 
 
 @dataclass
@@ -176,7 +225,7 @@ class FaultToleranceConfig:
 
 @dataclass
 class PipelineConfig:
-    rl: str = "grpo"  # grpo | ppo
+    rl: str = "grpo"  # grpo | ppo | dpo | rm+ppo
     stages: Dict[str, List[str]] = field(default_factory=dict)  # stage -> overrides for that stage
 
 
@@ -326,4 +375,7 @@ class JobConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     fault_tolerance: FaultToleranceConfig = field(default_factory=FaultToleranceConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     curate: CurateConfig = field(default_factory=CurateConfig)

@@ -11,7 +11,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 from rlsys.config.schema import JobConfig
 from rlsys.errors import RlsysError
 
-JOBS = ("pretrain", "sft", "grpo", "ppo", "pipeline", "curate")
+JOBS = ("pretrain", "sft", "grpo", "ppo", "rm", "dpo", "distill", "pipeline", "curate", "serve-reward")
 
 CHOICES = {
     "job": JOBS,
@@ -29,7 +29,9 @@ CHOICES = {
     "algo.kl_estimator": ("k1", "k2", "k3"),
     "algo.kl_controller": ("fixed", "adaptive"),
     "wandb.mode": ("online", "offline", "disabled"),
-    "pipeline.rl": ("grpo", "ppo"),
+    "algo.preference_loss": ("sigmoid", "ipo"),
+    "pipeline.rl": ("grpo", "ppo", "dpo", "rm+ppo"),
+    "distill.keep": ("best", "all"),
     "curate.mode": ("pretrain", "sft"),
     "curate.heuristics.unicode_form": ("NFC", "NFKC", "none"),
     "curate.select.rank_by": ("quality", "length"),
@@ -151,7 +153,7 @@ def check_values(cfg: DictConfig) -> None:
                  f"cluster.{role}: gpus_per_rank must be >= 0 and cpus_per_rank > 0.")
     _require(cfg.rollout.num_engines >= 1, "rollout.num_engines must be at least 1.")
     ranks = cfg.cluster.policy.num_ranks
-    if cfg.job in ("pretrain", "sft"):
+    if cfg.job in ("pretrain", "sft", "rm", "dpo", "distill"):
         per_step = t.micro_batch_size * ranks
         _require(t.batch_size % per_step == 0,
                  f"trainer.batch_size ({t.batch_size}) must be a multiple of trainer.micro_batch_size x "
@@ -172,3 +174,10 @@ def check_values(cfg: DictConfig) -> None:
         _require(a.advantage != "gae" or a.name == "ppo", "algo.advantage=gae needs a critic: use algo.name=ppo.")
         _require(a.loss_aggregation != "seq_mean_token_sum_norm" or cfg.rollout.max_new_tokens > 0,
                  "seq_mean_token_sum_norm needs rollout.max_new_tokens > 0.")
+    if cfg.job == "dpo":
+        _require(cfg.algo.beta > 0, f"algo.beta must be positive, got {cfg.algo.beta}.")
+        _require(0 <= cfg.algo.label_smoothing < 0.5,
+                 f"algo.label_smoothing is the share of flipped labels: 0 <= it < 0.5, got {cfg.algo.label_smoothing}.")
+    if any(term.type == "judge" for term in cfg.reward):
+        _require(cfg.judge.model is not None, "a reward of type judge needs judge.model: a model folder, or "
+                                              "judge.model=policy for the policy to judge its own samples.")

@@ -1,7 +1,9 @@
 """`rlsys pipeline`: pretrain -> SFT -> RL, each stage a normal job in output_dir/<stage>/, one Ray for all.
 
-Each stage starts from the previous stage's final checkpoint; held-out accuracy is printed after every
-stage and the table is written to output_dir/summary.json.
+`pipeline.rl` picks the last stages: grpo, ppo, dpo, or rm+ppo (a reward model trained on the preference
+pairs from the SFT model, then PPO from the SFT model against it). Each stage starts from its parent's final
+checkpoint; held-out accuracy is printed after every stage (for rm: its preference-pair accuracy) and the
+table is written to output_dir/summary.json.
 """
 from __future__ import annotations
 
@@ -14,6 +16,15 @@ from rlsys.config.compose import compose_job
 from rlsys.config.validate import to_typed
 
 
+# pipeline.rl -> (stage, the stage whose final checkpoint it starts from)
+PLANS = {rl: [("pretrain", None), ("sft", "pretrain"), (rl, "sft")] for rl in ("grpo", "ppo", "dpo")}
+PLANS["rm+ppo"] = [("pretrain", None), ("sft", "pretrain"), ("rm", "sft"), ("ppo", "sft")]
+
+
+def final_checkpoint(cfg, stage: str) -> Path:
+    return Path(cfg.output_dir) / stage / "checkpoints" / "final"
+
+
 def stage_config(cfg, stage: str, previous: str | None):
     shared = [f"output_dir={Path(cfg.output_dir) / stage}", f"seed={cfg.seed}",
               f"logger=[{','.join(cfg.logger)}]", f"resume={str(cfg.resume).lower()}",
@@ -23,7 +34,9 @@ def stage_config(cfg, stage: str, previous: str | None):
     if cfg.cluster.address:
         shared.append(f"cluster.address={cfg.cluster.address}")
     if previous:
-        shared.append(f"model.path={Path(cfg.output_dir) / previous / 'checkpoints' / 'final'}")
+        shared.append(f"model.path={final_checkpoint(cfg, previous)}")
+    if stage == "ppo" and cfg.pipeline.rl == "rm+ppo":
+        shared.append(f"reward=[{{type:model,name:reward_model,path:'{final_checkpoint(cfg, 'rm')}'}}]")
     overrides = shared + list(cfg.pipeline.stages.get(stage, []))
     return to_typed(compose_job(stage, overrides))
 
@@ -32,7 +45,8 @@ def print_table(summary: dict[str, float]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="held-out accuracy (greedy)")
+    title = "held-out accuracy (greedy" + ("; rm: preference pairs ranked right)" if "rm" in summary else ")")
+    table = Table(title=title)
     for stage in summary:
         table.add_column(stage, justify="right")
     table.add_row(*(f"{value:.3f}" for value in summary.values()))
@@ -41,15 +55,15 @@ def print_table(summary: dict[str, float]) -> None:
 
 def run(cfg) -> dict[str, float]:
     from actors.cluster import connect
-    from rlsys.trainers import rl, supervised
+    from rlsys.trainers import preference, rl, supervised
     from rlsys.trainers.rl_roles import cpus_needed
 
-    controllers = {"pretrain": supervised.train, "sft": supervised.train, "grpo": rl.train, "ppo": rl.train}
+    controllers = {"pretrain": supervised.train, "sft": supervised.train, "grpo": rl.train, "ppo": rl.train,
+                   "rm": preference.train, "dpo": preference.train}
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    stages = {stage: stage_config(cfg, stage, previous) for stage, previous in
-              (("pretrain", None), ("sft", "pretrain"), (cfg.pipeline.rl, "sft"))}
+    stages = {stage: stage_config(cfg, stage, previous) for stage, previous in PLANS[cfg.pipeline.rl]}
     connect(cfg.cluster, cpus_needed=max(cpus_needed(c) for c in stages.values()))  # one Ray for every stage
     summary: dict[str, float] = {}
     for stage, stage_cfg in stages.items():
