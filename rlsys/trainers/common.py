@@ -80,13 +80,20 @@ class Checkpoints:
         final = self.root / f"step_{step:06d}"
         tmp = self.root / f".tmp_step_{step:06d}"
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for name, group in groups.items():
-            group.save_checkpoint(str(tmp / name))
-        with open(tmp / "trainer_state.json", "w") as handle:
-            json.dump({"step": step, **state}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            tmp.mkdir(parents=True)
+            for name, group in groups.items():
+                group.save_checkpoint(str(tmp / name))
+            with open(tmp / "trainer_state.json", "w") as handle:
+                json.dump({"step": step, **state}, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as err:  # a full disk, a quota, a read-only mount: the previous checkpoint is untouched
+            shutil.rmtree(tmp, ignore_errors=True)
+            previous = self.latest()
+            kept = f"the previous checkpoint {previous.name} is intact" if previous else "no earlier checkpoint exists"
+            raise RlsysError(f"could not save checkpoint {final.name} in {self.root} ({err.strerror or err}); {kept}. "
+                             "Free disk space (or lower trainer.keep_last) and rerun with resume=auto.") from None
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         pointer_tmp = self.root / ".latest.tmp"

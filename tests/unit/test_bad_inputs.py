@@ -178,3 +178,133 @@ def test_reward_of_the_right_shape_passes(tmp_path):
     reward = WeightedReward([("ok", lambda p, c, **k: [0.5] * len(c), 2.0)])
     total, _ = reward(["p"], ["a"], {})
     assert np.allclose(total, [1.0])
+
+
+# ---- preference learning, distillation, judges ------------------------------------------------------------
+@pytest.mark.parametrize("args, phrases", [
+    (["dpo", "algo.beta=0"], ["algo.beta must be positive"]),
+    (["dpo", "algo.preference_loss=hinge"], ["'algo.preference_loss' is 'hinge'; allowed: sigmoid, ipo"]),
+    (["dpo", "algo.label_smoothing=0.7"], ["algo.label_smoothing is the share of flipped labels"]),
+    (["pipeline", "pipeline.rl=kto"], ["'pipeline.rl' is 'kto'"]),
+    (["grpo", "reward=[{type:judge}]"], ["a reward of type judge needs judge.model"]),
+])
+def test_preference_and_judge_config_errors(rlsys, args, phrases):
+    assert_clear(*rlsys(*args), 2, *phrases)
+
+
+def test_distill_without_a_teacher(rlsys, tiny):
+    assert_clear(*rlsys("distill", f"model.path={tiny}"), 1, "distill needs a teacher: distill.teacher=PATH")
+
+
+def test_reward_model_term_without_a_path(rlsys, tiny):
+    assert_clear(*rlsys("grpo", f"model.path={tiny}", "reward=[{type:model}]"), 1, "needs 'path'")
+
+
+def test_preference_pairs_without_a_rejected_column(rlsys, tiny, tmp_path):
+    data = write(tmp_path / "pairs.jsonl", json.dumps({"prompt": "2 + 2?", "chosen": "4"}) + "\n")
+    assert_clear(*rlsys("rm", f"model.path={tiny}", f"data.train={data}"), 1, "rejected")
+
+
+def test_unparsable_judge_replies():
+    from types import SimpleNamespace
+
+    from rlsys.config.schema import JUDGE_TEMPLATE
+    from rlsys.rewards.judge import JudgeReward
+
+    cfg = SimpleNamespace(template=JUDGE_TEMPLATE, score_pattern=r"\d+", min_score=0, max_score=10,
+                          max_parse_failure_rate=0.5, parse_failure_score=0.0)
+    judge = JudgeReward(lambda texts: ["I'd rather not say"] * len(texts), cfg)
+    reward = WeightedReward([("judge", judge, 1.0)])
+    with pytest.raises(RewardError, match=r"could not be parsed into a score for 2 of 2 samples.*rather not say"):
+        reward(["q", "q"], ["a", "b"])
+
+
+# ---- reward server ----------------------------------------------------------------------------------------
+class StubServer:
+    """An HTTP server on 127.0.0.1 answering every POST with `status` after `delay_s` seconds."""
+
+    def __init__(self, status: int, delay_s: float = 0.0):
+        import threading
+        import time
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                time.sleep(delay_s)
+                body = json.dumps({"error": "missing or wrong bearer token"}).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # a client that timed out has gone
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def remote(url: str, **options):
+    from rlsys.rewards import build_reward
+
+    return build_reward([{"type": "remote", "url": url, "token": "t", "max_retries": 1, **options}])
+
+
+def test_reward_server_down():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again before the client connects: nobody listens there
+    with pytest.raises(RewardError, match=rf"127.0.0.1:{port}.*2 attempts.*rlsys serve-reward"):
+        remote(f"http://127.0.0.1:{port}")(["q"], ["a"])
+
+
+def test_reward_server_refuses_the_token():
+    with StubServer(401) as stub, pytest.raises(RewardError, match="token"):
+        remote(stub.url)(["q"], ["a"])
+
+
+def test_reward_server_too_slow():
+    with StubServer(200, delay_s=1.0) as stub, pytest.raises(RewardError, match="timed out"):
+        remote(stub.url, timeout_s=0.2)(["q"], ["a"])
+
+
+# ---- disk -------------------------------------------------------------------------------------------------
+def test_full_disk_during_a_checkpoint_save_keeps_the_previous_one(tmp_path):
+    """A disk that fills up mid-save (a group whose write fails with ENOSPC, as a full disk makes it)."""
+    import errno
+    from pathlib import Path
+
+    from rlsys.errors import RlsysError
+    from rlsys.trainers.common import Checkpoints
+
+    class Group:
+        def __init__(self, full: bool):
+            self.full = full
+
+        def save_checkpoint(self, folder: str) -> None:
+            Path(folder).mkdir(parents=True)
+            (Path(folder) / "shard.pt").write_bytes(b"x" * 1024)
+            if self.full:
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+    checkpoints = Checkpoints(str(tmp_path), keep_last=2)
+    checkpoints.save(2, {"policy": Group(full=False)}, {"job": "sft"})
+    with pytest.raises(RlsysError, match=r"could not save checkpoint step_000004.*No space left on device.*"
+                                         r"step_000002 is intact.*resume=auto"):
+        checkpoints.save(4, {"policy": Group(full=True)}, {"job": "sft"})
+    assert checkpoints.latest() == tmp_path / "checkpoints" / "step_000002"
+    assert not list((tmp_path / "checkpoints").glob(".tmp_*")), "the partial save is removed"
