@@ -46,23 +46,25 @@ class VLLMEngine:
 
         from rlsys.models.builders import resolve_dtype
 
-        # vLLM's CPU sampler cannot rewind a per-request torch.Generator ("CPU Generator does not use
-        # offset") when it discards a token of a chunked prefill: on CPU the engine-wide seed is used instead.
-        self.per_request_seeds = spec.device != "cpu"
+        # Per-request seeds make samples a function of (weights, prompt, seed): a resumed run draws exactly
+        # what it would have. vLLM's CPU sampler cannot rewind a seeded generator when it discards the token of
+        # a partial prefill chunk ("CPU Generator does not use offset"), so on CPU prefills are not chunked.
         self.llm = vllm.LLM(
             model=spec.model_path, dtype=str(resolve_dtype(spec.dtype, spec.device)).replace("torch.", ""),
             seed=spec.seed, max_model_len=spec.max_model_len, tensor_parallel_size=spec.tensor_parallel_size,
             gpu_memory_utilization=spec.gpu_memory_utilization, enforce_eager=spec.device == "cpu",
             enable_sleep_mode=spec.enable_sleep, worker_extension_cls="actors.vllm_extension.WeightReceiver",
-            logprobs_mode="processed_logprobs", enable_prefix_caching=False)
+            logprobs_mode="processed_logprobs", enable_prefix_caching=False,
+            enable_chunked_prefill=False if spec.device == "cpu" else None)
 
-    def generate(self, prompt_ids: list[list[int]], sampling: Sampling, seed: int | None = None) -> list[dict]:
+    def generate(self, prompt_ids: list[list[int]], sampling: Sampling, seeds: list[int] | None = None) -> list[dict]:
+        """n samples per prompt; the samples of prompt i are drawn with seeds[i] (None: the engine's own RNG)."""
         import vllm
 
-        params = vllm.SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
-                                     top_k=sampling.top_k, max_tokens=sampling.max_new_tokens,
-                                     stop=list(sampling.stop) or None, logprobs=0,
-                                     seed=seed if self.per_request_seeds else None)
+        params = [vllm.SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
+                                      top_k=sampling.top_k, max_tokens=sampling.max_new_tokens,
+                                      stop=list(sampling.stop) or None, logprobs=0,
+                                      seed=seeds[i] if seeds else None) for i in range(len(prompt_ids))]
         outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=False)
         return [{"response_ids": list(c.token_ids),
                  "logp": [next(iter(lp.values())).logprob if lp else 0.0 for lp in (c.logprobs or [])],
@@ -113,13 +115,13 @@ class HFEngine:
         self.tokenizer = load_tokenizer(spec.model_path)
         self.pending: dict = {}
 
-    def generate(self, prompt_ids: list[list[int]], sampling: Sampling, seed: int | None = None) -> list[dict]:
+    def generate(self, prompt_ids: list[list[int]], sampling: Sampling, seeds: list[int] | None = None) -> list[dict]:
         import torch
 
         from rlsys.data.collate import pad
 
-        if seed is not None:
-            torch.manual_seed(seed)
+        if seeds:
+            torch.manual_seed(seeds[0])  # one batched generate: the chunk's first seed stands for all
         pad_id, eos_id = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
         ids = pad(prompt_ids, pad_id, left=True).to(self.device)
         mask = pad([[1] * len(p) for p in prompt_ids], 0, left=True).to(self.device)
@@ -203,7 +205,9 @@ class RolloutGroup:
         while next_chunk < len(chunks) or running:
             while idle and next_chunk < len(chunks):
                 engine = idle.pop()
-                ref = engine.generate.remote(chunks[next_chunk], sampling, seed + next_chunk)
+                first = next_chunk * chunk_size
+                seeds = [seed * 100_003 + first + i for i in range(len(chunks[next_chunk]))]
+                ref = engine.generate.remote(chunks[next_chunk], sampling, seeds)
                 running[ref] = (next_chunk, engine)
                 next_chunk += 1
             done, _ = ray.wait(list(running), num_returns=1)

@@ -30,9 +30,9 @@ def bare_generation(model_path: str, prompts: list[list[int]], n: int, max_token
                                              gpu_memory_utilization=0.1), placement)
     engine = group.engines[0]
     sampling = Sampling(n=n, temperature=temperature, max_new_tokens=max_tokens)
-    ray.get(engine.generate.remote(prompts, sampling, 0))  # warm-up
+    ray.get(engine.generate.remote(prompts, sampling, list(range(len(prompts)))))  # warm-up
     began = time.perf_counter()
-    ray.get(engine.generate.remote(prompts, sampling, 1))
+    ray.get(engine.generate.remote(prompts, sampling, [len(prompts) + i for i in range(len(prompts))]))
     elapsed = time.perf_counter() - began
     group.kill()
     return elapsed

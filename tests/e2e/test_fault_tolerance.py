@@ -1,5 +1,6 @@
-"""SIGKILL a policy rank, the rollout engine and the reference actor during a real GRPO run: the job restarts the
-actors from the latest checkpoint and ends with every planned step logged exactly once."""
+"""Never lose a step in GRPO: SIGKILL a policy rank, the rollout engine and the reference actor during a real run
+(the job restarts the actors from the latest checkpoint), or stop a run and rerun it with resume=auto; either way
+every planned step is logged exactly once and the metrics equal those of an uninterrupted run."""
 import json
 import os
 import signal
@@ -23,16 +24,40 @@ def wait_for_step(out, step: int, timeout: float = 600) -> None:
     raise TimeoutError(f"step {step} never logged")
 
 
-def test_grpo_survives_killed_actors(pretrained, tmp_path):
+COMPARED = ("train/policy_loss", "train/grad_norm", "train/entropy", "train/kl", "reward/mean", "response/length_mean")
+
+
+def grpo(pretrained, out, *overrides: str) -> list[dict]:
+    return run_job("grpo", out, f"model.path={pretrained[0] / 'checkpoints' / 'final'}", "trainer.save_every=2",
+                   "trainer.eval_every=0", "trainer.eval_samples=8", *overrides)
+
+
+def assert_same_steps(expected: list[dict], actual: list[dict], first_step: int) -> None:
+    for a, b in zip(expected[first_step - 1:], actual[first_step - 1:]):
+        for key in COMPARED:
+            assert b[key] == pytest.approx(a[key], abs=1e-6), f"step {a['step']}: {key} {a[key]} != {b[key]}"
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(pretrained, tmp_path_factory):
+    return grpo(pretrained, tmp_path_factory.mktemp("grpo_straight"), "trainer.max_steps=8")
+
+
+def test_grpo_resume_auto_is_exact(pretrained, uninterrupted, tmp_path):
+    grpo(pretrained, tmp_path, "trainer.max_steps=4")
+    resumed = grpo(pretrained, tmp_path, "trainer.max_steps=8", "resume=auto")
+    assert [m["step"] for m in resumed] == list(range(1, 9)), "no step lost or repeated"
+    assert_same_steps(uninterrupted, resumed, first_step=5)
+
+
+def test_grpo_survives_killed_actors(pretrained, uninterrupted, tmp_path):
     out = tmp_path / "grpo"
     kills = [(3, "policy"), (5, "rollout"), (7, "reference")]
     result: dict = {}
 
     def run() -> None:
         try:
-            result["metrics"] = run_job("grpo", out, f"model.path={pretrained[0] / 'checkpoints' / 'final'}",
-                                        "trainer.max_steps=8", "trainer.save_every=2", "trainer.eval_every=0",
-                                        "trainer.eval_samples=8", "fault_tolerance.max_restarts=3")
+            result["metrics"] = grpo(pretrained, out, "trainer.max_steps=8", "fault_tolerance.max_restarts=3")
         except BaseException as err:  # noqa: BLE001 - handed to the test thread
             result["error"] = err
 
@@ -48,3 +73,4 @@ def test_grpo_survives_killed_actors(pretrained, tmp_path):
     assert steps == list(range(1, 9)), f"steps lost or repeated: {steps}"
     assert max(m.get("fault/restarts", 0) for m in result["metrics"]) == 3
     assert (out / "checkpoints" / "final" / "model.safetensors").exists()
+    assert_same_steps(uninterrupted, result["metrics"], first_step=1)
