@@ -12,8 +12,7 @@ def run(cfg) -> None:
     from rlsys.errors import RlsysError
     from rlsys.rewards import build_reward
     from rlsys.rewards.server import resolve_token, serve
-    from rlsys.trainers.reward_roles import (RewardActors, RewardModelTerm, actor_reward_specs, judge_term,
-                                             start_reward_actors)
+    from rlsys.trainers.reward_roles import RewardActors, actor_reward_specs, actor_terms, start_reward_actors
     from rlsys.trainers.rl_roles import reward_devices, start_judge_engines
 
     if cfg.judge.model == "policy" and any(t.type == "judge" for t in cfg.reward):
@@ -26,12 +25,7 @@ def run(cfg) -> None:
         connect(cfg.cluster, cpus_needed=reward_devices(cfg)[0])
         start_reward_actors(cfg, device, actors, lambda: start_judge_engines(cfg, device))
 
-    def actor_term(spec: dict):
-        if spec["type"] == "model":
-            return spec.get("name") or "reward_model", RewardModelTerm(actors.models[spec["path"]], spec["path"])
-        return spec.get("name") or "judge", judge_term(cfg, actors.judge, cfg.judge.model)
-
-    reward = build_reward(specs, actor_term=actor_term)
+    reward = build_reward(specs, actor_term=actor_terms(cfg, actors))
 
     def score(prompts: list[str], completions: list[str], columns: dict[str, list]):
         columns = dict(columns)

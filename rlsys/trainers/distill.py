@@ -24,7 +24,7 @@ from rlsys.errors import DataError, RlsysError
 from rlsys.models.builders import check_model_dir, load_tokenizer
 from rlsys.rewards import build_reward
 from rlsys.trainers.common import prepare_output_dir
-from rlsys.trainers.reward_roles import RewardActors, RewardModelTerm, start_reward_actors
+from rlsys.trainers.reward_roles import RewardActors, actor_terms, start_reward_actors
 from rlsys.trainers.rl_roles import reward_devices, start_engines
 
 DATASET = "distilled.jsonl"
@@ -62,8 +62,7 @@ def write_dataset(cfg, path: Path) -> dict[str, float]:
     try:
         teacher = start_engines(cfg, d.teacher, device, cfg.rollout.num_engines)
         start_reward_actors(cfg, device, actors, judge_engines=None)
-        reward = build_reward(specs, actor_term=lambda spec: (spec.get("name") or "reward_model",
-                                                              RewardModelTerm(actors.models[spec["path"]], spec["path"])))
+        reward = build_reward(specs, actor_term=actor_terms(cfg, actors))
         sampling = Sampling(n=d.n_samples, temperature=d.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
                             max_new_tokens=cfg.rollout.max_new_tokens, stop=list(cfg.rollout.stop))
         kept, scored, began = [], [], time.perf_counter()

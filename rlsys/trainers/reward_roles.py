@@ -83,3 +83,17 @@ def judge_term(cfg, engines: RolloutGroup, model_path: str, generate=None) -> Ju
         return tokenizer.batch_decode([r["response_ids"] for r in replies], skip_special_tokens=True)
 
     return JudgeReward(ask, cfg.judge)
+
+
+def actor_terms(cfg, actors: RewardActors, policy_judge=None):
+    """`build_reward`'s actor_term: a reward model or judge spec -> (name, function) scored by `actors`.
+
+    `policy_judge()` builds the judge for judge.model=policy (the policy's own engines, self-rewarding).
+    """
+    def build(spec: dict):
+        if spec["type"] == "model":
+            return spec.get("name") or "reward_model", RewardModelTerm(actors.models[spec["path"]], spec["path"])
+        if cfg.judge.model == SELF:
+            return spec.get("name") or "judge", policy_judge()
+        return spec.get("name") or "judge", judge_term(cfg, actors.judge, cfg.judge.model)
+    return build

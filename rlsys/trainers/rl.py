@@ -1,7 +1,7 @@
 """The RL controller (GRPO, PPO, RLOO, REINFORCE++). One step reads like the algorithm:
 
     samples  = rollout.generate(prompts, n)             vLLM engines: token ids + logprobs
-    rewards  = reward(prompts, completions, columns)     rules, user functions
+    rewards  = reward(prompts, completions, columns)     rules, functions, reward models, judges, remote
     old, ref = policy.logprobs(samples), reference.logprobs(samples); values = critic.values(samples)
     adv      = advantages(rewards, old, ref, values)     pure functions in rlsys.algorithms
     policy.train(...); critic.train(...)                 mini-batches x epochs
@@ -28,7 +28,7 @@ from rlsys.trainers.advantages import estimate_advantages
 from rlsys.trainers.common import Checkpoints, base_model_path, mean_metrics, prepare_output_dir
 from rlsys.trainers.evaluate import evaluate_accuracy
 from rlsys.trainers.loop import run_steps
-from rlsys.trainers.reward_roles import SELF, RewardModelTerm, judge_term
+from rlsys.trainers.reward_roles import actor_terms, judge_term
 from rlsys.trainers.rl_roles import RLRoles, start_roles
 from rlsys.trainers.supervised import batch_at
 
@@ -91,18 +91,10 @@ class RLController:
     # ---- actors -----------------------------------------------------------------------------------------
     def start(self) -> None:
         self.roles = start_roles(self.cfg, self.model_path, self.device)
-        self.reward = build_reward(self.reward_specs, actor_term=self.actor_term)
+        # self-rewarding: the policy's engines judge, awake only while they answer
+        policy_judge = lambda: judge_term(self.cfg, self.roles.rollout, self.model_path, generate=self.generate)
+        self.reward = build_reward(self.reward_specs, actor_term=actor_terms(self.cfg, self.roles.rewards, policy_judge))
         (self.out / "placement.json").write_text(json.dumps(self.roles.locations(), indent=2))
-
-    def actor_term(self, spec: dict):
-        """A reward model or judge term, scored by this run's actors."""
-        rewards = self.roles.rewards
-        if spec["type"] == "model":
-            return spec.get("name") or "reward_model", RewardModelTerm(rewards.models[spec["path"]], spec["path"])
-        if self.cfg.judge.model == SELF:  # self-rewarding: the policy's engines, awake only while they answer
-            return spec.get("name") or "judge", judge_term(self.cfg, self.roles.rollout, self.model_path,
-                                                            generate=self.generate)
-        return spec.get("name") or "judge", judge_term(self.cfg, rewards.judge, self.cfg.judge.model)
 
     def stop(self) -> None:
         if self.roles is not None:
