@@ -29,9 +29,8 @@ def run(cfg) -> None:
 
     def score(prompts: list[str], completions: list[str], columns: dict[str, list]):
         columns = dict(columns)
-        # a reward model reads the conversation: sent as a `messages` column, or the prompt as one user turn
-        messages = columns.pop("messages", None) or [[{"role": "user", "content": p}] for p in prompts]
-        return reward(prompts, completions, columns, messages=messages)
+        # reward models read the conversation: a `messages` column (remote terms send it), else the prompt alone
+        return reward(prompts, completions, columns, messages=columns.pop("messages", None))
 
     token, generated = resolve_token(cfg.serve.token)
     if generated:

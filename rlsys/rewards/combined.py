@@ -99,6 +99,8 @@ class WeightedReward:
         messages: Sequence[list[dict]] | None = None,
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         columns = dict(columns or {})
+        if messages is None:  # no conversations given: each prompt as one user turn
+            messages = [[{"role": "user", "content": p}] for p in prompts]
         total = np.zeros(len(completions), dtype=np.float64)
         per_term: dict[str, np.ndarray] = {}
         for name, fn, weight in self.terms:

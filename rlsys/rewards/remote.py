@@ -41,6 +41,8 @@ def _server_message(response: httpx.Response) -> str:
 class RemoteReward:
     """Calls ``POST {url}/score`` and returns the server's total rewards, retrying transient failures."""
 
+    takes_messages = True  # the conversations travel as a `messages` column, for reward models on the server
+
     def __init__(
         self,
         url: str,

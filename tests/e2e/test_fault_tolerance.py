@@ -3,6 +3,7 @@
 every planned step is logged exactly once and the metrics equal those of an uninterrupted run."""
 import json
 import os
+import shutil
 import signal
 import threading
 import time
@@ -40,14 +41,24 @@ def assert_same_steps(expected: list[dict], actual: list[dict], first_step: int)
 
 @pytest.fixture(scope="module")
 def uninterrupted(pretrained, tmp_path_factory):
-    return grpo(pretrained, tmp_path_factory.mktemp("grpo_straight"), "trainer.max_steps=8")
+    out = tmp_path_factory.mktemp("grpo_straight")
+    return out, grpo(pretrained, out, "trainer.max_steps=8", "trainer.keep_last=4")
 
 
 def test_grpo_resume_auto_is_exact(pretrained, uninterrupted, tmp_path):
-    grpo(pretrained, tmp_path, "trainer.max_steps=4")
-    resumed = grpo(pretrained, tmp_path, "trainer.max_steps=8", "resume=auto")
+    """The uninterrupted run's folder as a crash after step 5 would have left it: checkpoints up to step 4,
+    metrics up to step 5. Rerunning with resume=auto must log steps 5-8 once, equal to the uninterrupted run's."""
+    crashed = tmp_path / "grpo"
+    shutil.copytree(uninterrupted[0], crashed)
+    checkpoints = crashed / "checkpoints"
+    for folder in ("step_000006", "step_000008", "final"):
+        shutil.rmtree(checkpoints / folder)
+    (checkpoints / "latest").write_text("step_000004")
+    lines = (crashed / "metrics.jsonl").read_text().splitlines()
+    (crashed / "metrics.jsonl").write_text("\n".join(lines[:5]) + "\n")
+    resumed = grpo(pretrained, crashed, "trainer.max_steps=8", "resume=auto")
     assert [m["step"] for m in resumed] == list(range(1, 9)), "no step lost or repeated"
-    assert_same_steps(uninterrupted, resumed, first_step=5)
+    assert_same_steps(uninterrupted[1], resumed, first_step=5)
 
 
 def test_grpo_survives_killed_actors(pretrained, uninterrupted, tmp_path):
@@ -73,4 +84,4 @@ def test_grpo_survives_killed_actors(pretrained, uninterrupted, tmp_path):
     assert steps == list(range(1, 9)), f"steps lost or repeated: {steps}"
     assert max(m.get("fault/restarts", 0) for m in result["metrics"]) == 3
     assert (out / "checkpoints" / "final" / "model.safetensors").exists()
-    assert_same_steps(uninterrupted, result["metrics"], first_step=1)
+    assert_same_steps(uninterrupted[1], result["metrics"], first_step=1)

@@ -1,0 +1,23 @@
+"""`rlsys pipeline` stage plans: which stages run, what each starts from, and the reward PPO uses after rm."""
+import pytest
+
+from rlsys.config.compose import compose_job
+from rlsys.config.validate import to_typed
+from rlsys.trainers.pipeline import PLANS, stage_config
+
+
+@pytest.mark.parametrize("rl, stages", [("grpo", ["pretrain", "sft", "grpo"]), ("ppo", ["pretrain", "sft", "ppo"]),
+                                        ("dpo", ["pretrain", "sft", "dpo"]),
+                                        ("rm+ppo", ["pretrain", "sft", "rm", "ppo"])])
+def test_stages_of_each_plan(rl, stages):
+    assert [stage for stage, _ in PLANS[rl]] == stages
+
+
+def test_rm_then_ppo_scores_with_the_trained_reward_model(tmp_path):
+    cfg = to_typed(compose_job("pipeline", [f"output_dir={tmp_path}", "pipeline.rl=rm+ppo",
+                                            "pipeline.stages.rm=['trainer.max_steps=7']"]))
+    configs = {stage: stage_config(cfg, stage, parent) for stage, parent in PLANS["rm+ppo"]}
+    assert configs["rm"].job == "rm" and configs["rm"].trainer.max_steps == 7
+    assert configs["rm"].model.path == configs["ppo"].model.path == str(tmp_path / "sft" / "checkpoints" / "final")
+    assert [(t.type, t.path) for t in configs["ppo"].reward] == [("model", str(tmp_path / "rm" / "checkpoints" / "final"))]
+    assert configs["ppo"].output_dir == str(tmp_path / "ppo")
