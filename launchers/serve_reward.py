@@ -4,20 +4,19 @@ Other jobs score against it with a reward term `{type: remote, url: http://HOST:
 """
 from __future__ import annotations
 
-from omegaconf import OmegaConf
-
 
 def run(cfg) -> None:
     from actors.cluster import connect, resolve_device
     from rlsys.errors import RlsysError
     from rlsys.rewards import build_reward
     from rlsys.rewards.server import resolve_token, serve
-    from rlsys.trainers.reward_roles import RewardActors, actor_reward_specs, actor_terms, start_reward_actors
+    from rlsys.trainers.reward_roles import (RewardActors, actor_reward_specs, actor_terms, reward_specs,
+                                             start_reward_actors)
     from rlsys.trainers.rl_roles import reward_devices, start_judge_engines
 
     if cfg.judge.model == "policy" and any(t.type == "judge" for t in cfg.reward):
         raise RlsysError("serve-reward has no policy to judge with: set judge.model to a model folder.")
-    specs = [{k: v for k, v in term.items() if v is not None} for term in OmegaConf.to_container(cfg.reward)]
+    specs = reward_specs(cfg)
     build_reward(specs)  # every term checked before any actor starts
     actors = RewardActors()
     if actor_reward_specs(cfg):

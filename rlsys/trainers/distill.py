@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from omegaconf import OmegaConf, open_dict
+from omegaconf import open_dict
 
 from actors.cluster import connect, resolve_device
 from actors.rollout import Sampling
@@ -24,7 +24,7 @@ from rlsys.errors import DataError, RlsysError
 from rlsys.models.builders import check_model_dir, load_tokenizer
 from rlsys.rewards import build_reward
 from rlsys.trainers.common import prepare_output_dir
-from rlsys.trainers.reward_roles import RewardActors, actor_terms, start_reward_actors
+from rlsys.trainers.reward_roles import RewardActors, actor_terms, reward_specs, start_reward_actors
 from rlsys.trainers.rl_roles import reward_devices, start_engines
 
 DATASET = "distilled.jsonl"
@@ -50,7 +50,7 @@ def write_dataset(cfg, path: Path) -> dict[str, float]:
     if any(t.type == "judge" for t in cfg.reward):
         raise RlsysError("distill scores answers with rules, functions, reward models or a remote reward, not a "
                          "judge: remove the judge term.")
-    specs = [{k: v for k, v in t.items() if v is not None} for t in OmegaConf.to_container(cfg.reward, resolve=True)]
+    specs = reward_specs(cfg)
     build_reward(specs)  # every term checked before any actor starts
     rows = prompt_rows(cfg, "train")
     tokenizer = load_tokenizer(d.teacher)

@@ -18,6 +18,14 @@ from rlsys.trainers.common import engine_settings, start_train_group
 SELF = "policy"
 
 
+def reward_specs(cfg) -> list[dict]:
+    """The `reward` terms as plain dicts without unset keys (what `build_reward` takes)."""
+    from omegaconf import OmegaConf
+
+    return [{k: v for k, v in term.items() if v is not None}
+            for term in OmegaConf.to_container(cfg.reward, resolve=True)]
+
+
 def actor_reward_specs(cfg) -> list[dict]:
     return [term for term in cfg.reward if term.type in ("model", "judge")]
 

@@ -15,7 +15,6 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
 from actors.cluster import resolve_device
 from actors.rollout import Sampling
@@ -28,7 +27,7 @@ from rlsys.trainers.advantages import estimate_advantages
 from rlsys.trainers.common import Checkpoints, base_model_path, mean_metrics, prepare_output_dir
 from rlsys.trainers.evaluate import evaluate_accuracy
 from rlsys.trainers.loop import run_steps
-from rlsys.trainers.reward_roles import actor_terms, judge_term
+from rlsys.trainers.reward_roles import actor_terms, judge_term, reward_specs
 from rlsys.trainers.rl_roles import RLRoles, start_roles
 from rlsys.trainers.supervised import batch_at
 
@@ -70,8 +69,7 @@ class RLController:
         a, r = cfg.algo, cfg.rollout
         self.out = prepare_output_dir(cfg)
         self.device = resolve_device(cfg.cluster)
-        self.reward_specs = [{k: v for k, v in term.items() if v is not None}
-                             for term in OmegaConf.to_container(cfg.reward, resolve=True)]
+        self.reward_specs = reward_specs(cfg)
         self.reward = build_reward(self.reward_specs)  # checked now; rebuilt with its actors in start()
         self.model_path = base_model_path(cfg)
         self.tokenizer = load_tokenizer(self.model_path)
