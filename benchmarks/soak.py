@@ -98,8 +98,10 @@ def main(overrides: list[str]) -> None:
         if name in final["rss_mib"]:
             a, b = first["rss_mib"][name], final["rss_mib"][name]
             print(f"{name:<14}{a:>15.0f} MiB{b:>15.0f} MiB{(b - a) / a:>+10.1%}")
+    # the store holds a few MiB in flight at most (weight buckets, batches): an absolute change says more than a ratio
     a, b = first["object_store_mib"], final["object_store_mib"]
-    print(f"{'object store':<14}{a:>15.0f} MiB{b:>15.0f} MiB{'' if a == 0 else f'{(b - a) / a:+.1%}':>10}")
+    peak = max(s["object_store_mib"] for s in samples)
+    print(f"{'object store':<14}{a:>15.0f} MiB{b:>15.0f} MiB{b - a:>+7.0f} MiB  (peak {peak:.0f} MiB)")
 
 
 if __name__ == "__main__":
