@@ -69,8 +69,10 @@ def main(overrides: list[str]) -> None:
     from rlsys.trainers import rl
 
     out = tempfile.mkdtemp(prefix="rlsys_bench_")
+    # one generation round a step, so the bare baseline generates exactly what a step does
     cfg = to_typed(compose_job("grpo", [f"output_dir={out}", "trainer.max_steps=12", "trainer.eval_every=0",
-                                        "trainer.eval_samples=16", "logger=[jsonl]", *overrides]))
+                                        "trainer.eval_samples=16", "logger=[jsonl]", "algo.dynamic_sampling=false",
+                                        *overrides]))
     rl.train(cfg)
     rows = read_metrics(out)[-8:]  # steady state
     step = statistics.median(r["perf/step_s"] for r in rows)

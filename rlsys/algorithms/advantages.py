@@ -106,6 +106,13 @@ def group_normalized_advantages(
     return adv.view(-1)
 
 
+def groups_with_spread(scores: torch.Tensor, group_size: int) -> torch.Tensor:
+    """[B / group_size] bool: does the group hold at least two different scores?  A group whose samples all
+    scored the same gets zero group-relative advantage, so it teaches nothing (DAPO's dynamic sampling)."""
+    grouped = _grouped(scores, group_size)
+    return grouped.amax(dim=-1) > grouped.amin(dim=-1)
+
+
 def rloo_advantages(scores: torch.Tensor, group_size: int) -> torch.Tensor:
     """REINFORCE leave-one-out: score minus the mean of the *other* samples of its prompt,
     an unbiased baseline because it does not depend on the sample itself."""

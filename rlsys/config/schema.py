@@ -132,6 +132,8 @@ class AlgoConfig:
     n_samples: int = 8
     advantage: str = "group"  # group | gae | rloo | reinforce_pp
     scale_by_std: bool = True  # false: Dr.GRPO
+    dynamic_sampling: bool = False  # DAPO: draw more prompts until batch_size groups have a score spread
+    max_sample_rounds: int = 3  # dynamic sampling: generation rounds per step at most
     epochs: int = 1
     mini_batch_size: int = 0  # prompts per policy update; 0: the whole step batch
     clip_low: float = 0.2

@@ -163,6 +163,10 @@ def check_values(cfg: DictConfig) -> None:
         _require(a.n_samples >= 1, f"algo.n_samples must be at least 1, got {a.n_samples}.")
         _require(a.n_samples >= 2 or a.advantage not in ("group", "rloo"),
                  f"algo.advantage={a.advantage} compares samples of one prompt: set algo.n_samples >= 2.")
+        _require(not a.dynamic_sampling or a.advantage in ("group", "rloo"),
+                 f"algo.dynamic_sampling keeps prompts whose samples scored differently, which only matters for "
+                 f"advantages within a group: use algo.advantage=group or rloo (got {a.advantage}).")
+        _require(a.max_sample_rounds >= 1, f"algo.max_sample_rounds must be at least 1, got {a.max_sample_rounds}.")
         mini = a.mini_batch_size or t.batch_size
         _require(t.batch_size % mini == 0,
                  f"algo.mini_batch_size ({mini}) must divide trainer.batch_size ({t.batch_size}).")

@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from actors.cluster import resolve_device
 from actors.rollout import Sampling
-from rlsys.algorithms import build_kl_controller, kl_penalty, masked_mean
+from rlsys.algorithms import build_kl_controller, groups_with_spread, kl_penalty, masked_mean
 from rlsys.data.collate import pad
 from rlsys.data.job_data import encode_prompts, prompt_rows
 from rlsys.models.builders import load_tokenizer
@@ -36,7 +37,8 @@ from rlsys.trainers.supervised import batch_at
 def timed(times: dict, name: str):
     began = time.perf_counter()
     yield
-    times[f"perf/{name}_s"] = time.perf_counter() - began
+    key = f"perf/{name}_s"
+    times[key] = times.get(key, 0.0) + time.perf_counter() - began
 
 
 def padded(rows: list[list[float]]) -> torch.Tensor:
@@ -116,16 +118,10 @@ class RLController:
         cfg, a, roles = self.cfg, self.cfg.algo, self.roles
         times: dict[str, float] = {}
         with timed(times, "step"):
-            indices = batch_at(self.rows, step, cfg.trainer.batch_size, cfg.seed, indices_only=True)
-            batch, prompt_ids = [self.rows[i] for i in indices], [self.row_prompts[i] for i in indices]
-
-            with timed(times, "gen"):
-                generated = self.generate(prompt_ids, self.sampling, seed=cfg.seed * 1_000_003 + step)
-            samples = {"prompt_ids": [p for p in prompt_ids for _ in range(a.n_samples)],
-                       "response_ids": [g["response_ids"] or [self.tokenizer.eos_token_id] for g in generated]}
-
-            with timed(times, "score"):
-                scores, per_term = self.score(batch, samples["response_ids"])
+            groups, sampled = self.sample_groups(step, times)
+            scores = [s for g in groups for s in g.scores]
+            samples = {"prompt_ids": [g.prompt_ids for g in groups for _ in range(a.n_samples)],
+                       "response_ids": [ids for g in groups for ids in g.response_ids]}
 
             with timed(times, "ref"):
                 if self.needs_old_logp:
@@ -159,18 +155,57 @@ class RLController:
         kl_during_update = policy_metrics.pop("kl", 0.0)  # k3: unbiased and never negative
         kl = masked_mean(kl_penalty(old_logp, ref_logp, "k3"), mask).item() if old_logp is not None else kl_during_update
         self.kl_ctl.update(kl, len(lengths))
+        # rewards and responses of everything sampled: with dynamic sampling the trained groups are a biased pick
+        all_scores = [s for g in sampled for s in g.scores]
+        generated = [out for g in sampled for out in g.generated]
         return {
-            "reward/mean": float(np.mean(scores)), "reward/std": float(np.std(scores)),
-            **{f"reward/{name}": float(np.mean(v)) for name, v in per_term.items()},
+            "reward/mean": float(np.mean(all_scores)), "reward/std": float(np.std(all_scores)),
+            **{f"reward/{name}": float(np.mean([v for g in sampled for v in g.per_term[name]]))
+               for name in sampled[0].per_term},
             **{f"reward/{name}": value for name, value in self.reward.stats().items()},
+            "reward/groups_with_spread": float(np.mean([g.has_spread for g in sampled])),
             "train/kl": kl, "train/kl_coef": self.kl_ctl.value,
             **{f"train/{k}": v for k, v in policy_metrics.items()},
             **{f"critic/{k}": v for k, v in critic_metrics.items()},
-            "response/length_mean": float(np.mean(lengths)),
-            "response/clipped_frac": float(np.mean([g["finish_reason"] == "length" for g in generated])),
-            **times, "perf/gen_tokens_per_s": sum(lengths) / max(times["perf/gen_s"], 1e-9),
+            "response/length_mean": float(np.mean([len(out["response_ids"]) for out in generated])),
+            "response/clipped_frac": float(np.mean([out["finish_reason"] == "length" for out in generated])),
+            **times, "perf/gen_tokens_per_s": sum(len(out["response_ids"]) for out in generated)
+                                              / max(times["perf/gen_s"], 1e-9),
+            "perf/sample_rounds": float(len(sampled) // cfg.trainer.batch_size),
             "perf/sync_mb": sync["sync_mb"], "perf/sync_buckets": sync["sync_buckets"],
         }
+
+    def sample_groups(self, step: int, times: dict) -> tuple[list[Group], list[Group]]:
+        """(the groups to train on, every group sampled): n completions of each of the step's prompts, scored.
+
+        With `algo.dynamic_sampling` (DAPO) a group whose samples all scored the same has no group-relative
+        advantage, so more prompts are drawn, up to `algo.max_sample_rounds` rounds, until batch_size groups
+        have a spread; when the rounds run out, groups without one fill the batch, so every update keeps its
+        shape. Prompts and seeds are a pure function of (step, round): resume stays exact.
+        """
+        cfg, a = self.cfg, self.cfg.algo
+        size = cfg.trainer.batch_size
+        informative, sampled = [], []
+        for round_ in range(a.max_sample_rounds if a.dynamic_sampling else 1):
+            indices = batch_at(self.rows, step, size, cfg.seed + 7_919 * round_, indices_only=True)
+            batch, prompt_ids = [self.rows[i] for i in indices], [self.row_prompts[i] for i in indices]
+            seed = (cfg.seed + 7_919 * round_) * 1_000_003 + step
+            with timed(times, "gen"):
+                generated = self.generate(prompt_ids, self.sampling, seed=seed)
+            with timed(times, "score"):
+                responses = [g["response_ids"] or [self.tokenizer.eos_token_id] for g in generated]
+                scores, per_term = self.score(batch, responses)
+            n = a.n_samples
+            spread = groups_with_spread(torch.tensor(scores), n).tolist()
+            new = [Group(row, prompt, generated[i * n:(i + 1) * n], responses[i * n:(i + 1) * n],
+                         scores[i * n:(i + 1) * n], {k: v[i * n:(i + 1) * n] for k, v in per_term.items()}, spread[i])
+                   for i, (row, prompt) in enumerate(zip(batch, prompt_ids))]
+            sampled += new
+            informative += [g for g in new if g.has_spread or not a.dynamic_sampling]
+            if len(informative) >= size:
+                break
+        flat = [g for g in sampled if not g.has_spread and a.dynamic_sampling]
+        return (informative + flat)[:size], sampled
 
     def generate(self, prompt_ids: list[list[int]], sampling: Sampling, seed: int = 0) -> list[dict]:
         """On shared devices vLLM is awake only while it generates."""
@@ -193,6 +228,18 @@ class RLController:
         greedy = lambda prompts: [s["response_ids"] for s in self.generate(prompts, self.greedy)]
         accuracy, samples = evaluate_accuracy(greedy, self.tokenizer, self.eval_rows, self.eval_prompts)
         return {"eval/accuracy": accuracy}, samples
+
+
+@dataclass
+class Group:
+    """One prompt and its n scored samples."""
+    row: dict
+    prompt_ids: list[int]
+    generated: list[dict]
+    response_ids: list[list[int]]
+    scores: list[float]
+    per_term: dict[str, list[float]]
+    has_spread: bool  # not all samples scored the same
 
 
 def ragged(tensor: torch.Tensor, lengths: list[int]) -> list[list[float]]:

@@ -63,25 +63,29 @@ def test_grpo_resume_auto_is_exact(pretrained, uninterrupted, tmp_path):
 
 def test_grpo_survives_killed_actors(pretrained, uninterrupted, tmp_path):
     out = tmp_path / "grpo"
-    kills = [(3, "policy"), (5, "rollout"), (7, "reference")]
+    kills = [(3, ["policy"]), (5, ["rollout", "reference"])]  # two at once: one restart must bring back both
     result: dict = {}
 
     def run() -> None:
         try:
-            result["metrics"] = grpo(pretrained, out, "trainer.max_steps=8", "fault_tolerance.max_restarts=3")
+            result["metrics"] = grpo(pretrained, out, "trainer.max_steps=8", "fault_tolerance.max_restarts=2")
         except BaseException as err:  # noqa: BLE001 - handed to the test thread
             result["error"] = err
 
     worker = threading.Thread(target=run)
     worker.start()
-    for step, role in kills:
+    for step, roles in kills:
         wait_for_step(out, step)
-        victim = json.loads((out / "placement.json").read_text())[role][-1]["pid"]
-        os.kill(victim, signal.SIGKILL)
+        placement = json.loads((out / "placement.json").read_text())
+        for role in roles:
+            try:
+                os.kill(placement[role][-1]["pid"], signal.SIGKILL)
+            except ProcessLookupError:  # already stopped by the restart the first kill set off
+                pass
     worker.join(timeout=900)
     assert "error" not in result, result.get("error")
     steps = [m["step"] for m in result["metrics"]]
     assert steps == list(range(1, 9)), f"steps lost or repeated: {steps}"
-    assert max(m.get("fault/restarts", 0) for m in result["metrics"]) == 3
+    assert max(m.get("fault/restarts", 0) for m in result["metrics"]) == 2
     assert (out / "checkpoints" / "final" / "model.safetensors").exists()
     assert_same_steps(uninterrupted[1], result["metrics"], first_step=1)

@@ -23,7 +23,8 @@ def reward_gain(metrics: list[dict]) -> tuple[float, float]:
 @pytest.fixture(scope="module")
 def grpo_run(sft_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("grpo")
-    return out, run_job("grpo", out, f"model.path={sft_model[0] / 'checkpoints' / 'final'}", SHAPED, *RL_STEPS)
+    return out, run_job("grpo", out, f"model.path={sft_model[0] / 'checkpoints' / 'final'}", SHAPED, *RL_STEPS,
+                        "trainer.batch_size=16", "algo.dynamic_sampling=true", "algo.max_sample_rounds=2")
 
 
 def test_grpo_raises_the_reward(grpo_run):
@@ -46,6 +47,14 @@ def test_grpo_metrics_are_complete(grpo_run):
                 "perf/gen_s", "perf/score_s", "perf/ref_s", "perf/train_s", "perf/sync_s", "perf/step_s",
                 "perf/gen_tokens_per_s", "eval/accuracy"):
         assert step.get(key) is not None, key
+
+
+def test_dynamic_sampling_draws_more_prompts_when_groups_agree(grpo_run):
+    """As the policy learns the shaped reward, more groups score all alike and need a second round."""
+    spread = [m["reward/groups_with_spread"] for m in grpo_run[1] if "reward/groups_with_spread" in m]
+    rounds = [m["perf/sample_rounds"] for m in grpo_run[1] if "perf/sample_rounds" in m]
+    assert min(spread) < 1.0 and max(rounds) > 1 and all(1 <= r <= 2 for r in rounds)
+    assert all(r == 1 for r, s in zip(rounds, spread) if s == 1.0), "a full first round needs no second"
 
 
 def test_ppo_value_loss_falls_and_reward_rises(sft_model, tmp_path):

@@ -16,6 +16,7 @@ from rlsys.algorithms import (
     entropy_from_logits,
     gae,
     group_normalized_advantages,
+    groups_with_spread,
     kl_penalty,
     masked_mean,
     masked_sum,
@@ -183,6 +184,15 @@ def test_group_normalized_advantages():
     close(group_normalized_advantages(scores, 4, scale_by_std=False), [0.5, -0.5, -0.5, 0.5, 0, 0, 0, 0])
     with pytest.raises(ValueError, match="group_size"):
         group_normalized_advantages(scores, 3)
+
+
+def test_groups_with_spread():
+    scores = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.5, 0.5, 0.2, 0.7, 0.7, 0.7])
+    # groups of 3: mixed, mixed, mixed (0.5 vs 0.2), all 0.7
+    assert groups_with_spread(scores, 3).tolist() == [True, True, True, False]
+    assert groups_with_spread(torch.tensor([1.0, 1.0, 0.0, 0.0]), 2).tolist() == [False, False]
+    with pytest.raises(ValueError, match="group_size"):
+        groups_with_spread(scores, 5)
 
 
 def test_rloo_advantages():

@@ -45,6 +45,12 @@ def test_more_devices_than_the_cluster_offers():
     assert "ask for 4 GPUs but the cluster has" in user_message(caught.value)
 
 
+def test_dynamic_sampling_needs_group_advantages():
+    with pytest.raises(ConfigError, match="algo.dynamic_sampling .* use algo.advantage=group or rloo"):
+        to_typed(compose_job("ppo", ["algo.dynamic_sampling=true"]))
+    assert to_typed(compose_job("grpo", ["algo.dynamic_sampling=true"])).algo.max_sample_rounds == 3
+
+
 def test_micro_batch_must_divide_rl_update():
     with pytest.raises(ConfigError, match="algo.mini_batch_size x algo.n_samples"):
         to_typed(compose_job("grpo", ["trainer.batch_size=3", "algo.n_samples=3", "trainer.micro_batch_size=2"]))
