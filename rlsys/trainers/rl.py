@@ -2,6 +2,7 @@
 
     samples  = rollout.generate(prompts, n)             vLLM engines: token ids + logprobs
     rewards  = reward(prompts, completions, columns)     rules, functions, reward models, judges, remote
+               (dynamic sampling: again with new prompts until every group's rewards differ)
     old, ref = policy.logprobs(samples), reference.logprobs(samples); values = critic.values(samples)
     adv      = advantages(rewards, old, ref, values)     pure functions in rlsys.algorithms
     policy.train(...); critic.train(...)                 mini-batches x epochs
@@ -187,25 +188,29 @@ class RLController:
         size = cfg.trainer.batch_size
         informative, sampled = [], []
         for round_ in range(a.max_sample_rounds if a.dynamic_sampling else 1):
-            indices = batch_at(self.rows, step, size, cfg.seed + 7_919 * round_, indices_only=True)
+            round_seed = cfg.seed + 7_919 * round_
+            indices = batch_at(self.rows, step, size, round_seed, indices_only=True)
             batch, prompt_ids = [self.rows[i] for i in indices], [self.row_prompts[i] for i in indices]
-            seed = (cfg.seed + 7_919 * round_) * 1_000_003 + step
             with timed(times, "gen"):
-                generated = self.generate(prompt_ids, self.sampling, seed=seed)
+                generated = self.generate(prompt_ids, self.sampling, seed=round_seed * 1_000_003 + step)
             with timed(times, "score"):
-                responses = [g["response_ids"] or [self.tokenizer.eos_token_id] for g in generated]
-                scores, per_term = self.score(batch, responses)
-            n = a.n_samples
-            spread = groups_with_spread(torch.tensor(scores), n).tolist()
-            new = [Group(row, prompt, generated[i * n:(i + 1) * n], responses[i * n:(i + 1) * n],
-                         scores[i * n:(i + 1) * n], {k: v[i * n:(i + 1) * n] for k, v in per_term.items()}, spread[i])
-                   for i, (row, prompt) in enumerate(zip(batch, prompt_ids))]
+                new = self.scored_groups(batch, prompt_ids, generated)
             sampled += new
             informative += [g for g in new if g.has_spread or not a.dynamic_sampling]
             if len(informative) >= size:
                 break
-        flat = [g for g in sampled if not g.has_spread and a.dynamic_sampling]
-        return (informative + flat)[:size], sampled
+        without_spread = [g for g in sampled if not g.has_spread and a.dynamic_sampling]
+        return (informative + without_spread)[:size], sampled
+
+    def scored_groups(self, batch: list[dict], prompt_ids: list[list[int]], generated: list[dict]) -> list[Group]:
+        n = self.cfg.algo.n_samples
+        responses = [g["response_ids"] or [self.tokenizer.eos_token_id] for g in generated]
+        scores, per_term = self.score(batch, responses)
+        spread = groups_with_spread(torch.tensor(scores), n).tolist()
+        parts = [slice(i * n, (i + 1) * n) for i in range(len(batch))]  # each prompt's n samples
+        return [Group(row, prompt, generated[part], responses[part], scores[part],
+                      {name: values[part] for name, values in per_term.items()}, has_spread)
+                for row, prompt, part, has_spread in zip(batch, prompt_ids, parts, spread)]
 
     def generate(self, prompt_ids: list[list[int]], sampling: Sampling, seed: int = 0) -> list[dict]:
         """On shared devices vLLM is awake only while it generates."""
