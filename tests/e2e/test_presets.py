@@ -39,7 +39,7 @@ def test_reward_model_ranks_90_percent_of_heldout_pairs_and_ppo_raises_its_score
     finding off-by-one answers it scores above the right ones; it does what it is asked, raise the score."""
     summary = pipeline(pipeline_dir, "pipeline.rl=rm+ppo")
     assert summary["rm"] >= 0.90, summary
-    rewards = [json.loads(line)["reward/mean"] for line in (pipeline_dir / "ppo" / "metrics.jsonl").read_text().split()
+    rewards = [json.loads(line)["reward/mean"] for line in (pipeline_dir / "ppo" / "metrics.jsonl").read_text().splitlines()
                if "reward/mean" in line]
     assert sum(rewards[-50:]) / 50 > rewards[0] + 1.0, (rewards[0], rewards[-50:])
 
