@@ -186,7 +186,7 @@ class RLController:
         """
         cfg, a = self.cfg, self.cfg.algo
         size = cfg.trainer.batch_size
-        informative, sampled = [], []
+        sampled: list[Group] = []
         for round_ in range(a.max_sample_rounds if a.dynamic_sampling else 1):
             round_seed = cfg.seed + 7_919 * round_
             indices = batch_at(self.rows, step, size, round_seed, indices_only=True)
@@ -194,13 +194,12 @@ class RLController:
             with timed(times, "gen"):
                 generated = self.generate(prompt_ids, self.sampling, seed=round_seed * 1_000_003 + step)
             with timed(times, "score"):
-                new = self.scored_groups(batch, prompt_ids, generated)
-            sampled += new
-            informative += [g for g in new if g.has_spread or not a.dynamic_sampling]
-            if len(informative) >= size:
+                sampled += self.scored_groups(batch, prompt_ids, generated)
+            if sum(g.has_spread for g in sampled) >= size:
                 break
-        without_spread = [g for g in sampled if not g.has_spread and a.dynamic_sampling]
-        return (informative + without_spread)[:size], sampled
+        if not a.dynamic_sampling:
+            return sampled, sampled
+        return sorted(sampled, key=lambda g: not g.has_spread)[:size], sampled  # stable: spread first, then draw order
 
     def scored_groups(self, batch: list[dict], prompt_ids: list[list[int]], generated: list[dict]) -> list[Group]:
         n = self.cfg.algo.n_samples
@@ -208,9 +207,9 @@ class RLController:
         scores, per_term = self.score(batch, responses)
         spread = groups_with_spread(torch.tensor(scores), n).tolist()
         parts = [slice(i * n, (i + 1) * n) for i in range(len(batch))]  # each prompt's n samples
-        return [Group(row, prompt, generated[part], responses[part], scores[part],
+        return [Group(prompt, generated[part], responses[part], scores[part],
                       {name: values[part] for name, values in per_term.items()}, has_spread)
-                for row, prompt, part, has_spread in zip(batch, prompt_ids, parts, spread)]
+                for prompt, part, has_spread in zip(prompt_ids, parts, spread)]
 
     def generate(self, prompt_ids: list[list[int]], sampling: Sampling, seed: int = 0) -> list[dict]:
         """On shared devices vLLM is awake only while it generates."""
@@ -238,7 +237,6 @@ class RLController:
 @dataclass
 class Group:
     """One prompt and its n scored samples."""
-    row: dict
     prompt_ids: list[int]
     generated: list[dict]
     response_ids: list[list[int]]

@@ -1,6 +1,6 @@
 """The presets' headline figures at full length, through `rlsys pipeline` as a user runs it.
 
-About 35 minutes on 2 CPU cores, so CI skips them; run with
+About 25 minutes on 2 CPU cores, so CI skips them; run with
 `RLSYS_SLOW_TESTS=1 .venv/bin/python -m pytest tests/e2e/test_presets.py`. The stages share one output folder
 (`resume=auto` reuses finished stages), so pretrain and SFT run once for all three plans.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(3600),
-              pytest.mark.skipif(not os.environ.get("RLSYS_SLOW_TESTS"), reason="set RLSYS_SLOW_TESTS=1 (~35 min)")]
+              pytest.mark.skipif(not os.environ.get("RLSYS_SLOW_TESTS"), reason="set RLSYS_SLOW_TESTS=1 (~25 min)")]
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +39,8 @@ def test_reward_model_ranks_90_percent_of_heldout_pairs_and_ppo_raises_its_score
     finding off-by-one answers it scores above the right ones; it does what it is asked, raise the score."""
     summary = pipeline(pipeline_dir, "pipeline.rl=rm+ppo")
     assert summary["rm"] >= 0.90, summary
-    rewards = [json.loads(line)["reward/mean"] for line in (pipeline_dir / "ppo" / "metrics.jsonl").read_text().splitlines()
-               if "reward/mean" in line]
+    lines = (pipeline_dir / "ppo" / "metrics.jsonl").read_text().splitlines()
+    rewards = [json.loads(line)["reward/mean"] for line in lines if "reward/mean" in line]
     assert sum(rewards[-50:]) / 50 > rewards[0] + 1.0, (rewards[0], rewards[-50:])
 
 
