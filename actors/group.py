@@ -3,9 +3,13 @@
 A worker method declares how a call on the group reaches its ranks (`@dispatch(...)`), so worker code
 reads as single-process code and controller code as one call:
     ALL      every rank gets the same arguments; the list of results comes back
-    SPLIT    the first argument (a dict of equal-length lists) is cut into one contiguous shard per rank;
-             per-rank results (dicts of lists) are concatenated back in order
+    SPLIT    the first argument (a dict of equal-length lists: one entry per sample) is planned into
+             micro-batches by tokens, the same number on every rank; each rank gets its list of micro-batches.
+             Per-sample results (dicts of lists) come back in batch order; `gather` may combine them otherwise
+             (training metrics), `prepare` may add to the whole batch first (loss weights)
     RANK0    every rank runs it (ZeRO-3 collectives need all of them); rank 0's result comes back
+
+`group.submit(method, ...)` starts a call and returns a `Pending`, so calls on different groups overlap.
 """
 from __future__ import annotations
 
@@ -20,11 +24,21 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 ALL, SPLIT, RANK0 = "all", "split", "rank0"
 
 
-def dispatch(mode: str) -> Callable:
+def dispatch(mode: str, prepare: Callable | None = None, gather: Callable | None = None) -> Callable:
     def mark(method: Callable) -> Callable:
-        method.dispatch_mode = mode
+        method.dispatch_mode, method.prepare, method.gather = mode, prepare, gather
         return method
     return mark
+
+
+@dataclass
+class Pending:
+    """A call running on a group's ranks; result() waits for it and combines what the ranks returned."""
+    refs: list
+    combine: Callable[[list], Any]
+
+    def result(self) -> Any:
+        return self.combine(ray.get(self.refs))
 
 
 @dataclass
@@ -64,17 +78,15 @@ def release(group: PlacementGroup) -> None:
         pass
 
 
-def split_batch(batch: dict[str, list], parts: int) -> list[dict[str, list]]:
-    """Contiguous, nearly equal shards of a dict of equal-length lists (samples of one prompt stay together)."""
-    size = len(next(iter(batch.values())))
-    bounds = [size * i // parts for i in range(parts + 1)]
-    return [{k: v[bounds[i]:bounds[i + 1]] for k, v in batch.items()} for i in range(parts)]
-
-
-def concat_results(results: list[Any]) -> Any:
-    if results and isinstance(results[0], dict) and all(isinstance(v, list) for v in results[0].values()):
-        return {k: [x for r in results for x in r[k]] for k in results[0]}
-    return [x for r in results for x in r] if results and isinstance(results[0], list) else results
+def in_batch_order(plan: list[list[list[int]]], results: list[dict[str, list]]) -> dict[str, list]:
+    """Per-rank results (each rank's samples in its micro-batches' order) put back in batch order."""
+    order = [i for rank in plan for micro in rank for i in micro]
+    merged = {k: [x for r in results for x in r[k]] for k in results[0]}
+    out: dict[str, list] = {k: [None] * len(order) for k in merged}
+    for k, values in merged.items():
+        for position, i in enumerate(order):
+            out[k][i] = values[position]
+    return out
 
 
 def actor_location() -> dict[str, str | int | None]:
@@ -96,10 +108,11 @@ class ActorGroup:
     """`num_ranks` instances of `worker_cls`, each pinned to a bundle; calls dispatched by the method's mode."""
 
     def __init__(self, name: str, worker_cls: type, placement: Placement, *args: Any,
-                 env: dict[str, str] | None = None, **kwargs: Any):
+                 env: dict[str, str] | None = None, max_tokens_per_micro_batch: int = 4096, **kwargs: Any):
         self.name = name
         self.worker_cls = worker_cls
         self.placement = placement
+        self.max_tokens = max_tokens_per_micro_batch
         remote_cls = ray.remote(worker_cls)
         self.actors = [
             remote_cls.options(
@@ -118,19 +131,27 @@ class ActorGroup:
         """Start `method` on every rank with the same arguments; the refs let the caller overlap work."""
         return [getattr(actor, method).remote(*args, **kwargs) for actor in self.actors]
 
-    def __getattr__(self, method: str) -> Callable:
-        mode = getattr(getattr(self.worker_cls, method, None), "dispatch_mode", None)
+    def submit(self, method: str, *args: Any, **kwargs: Any) -> Pending:
+        """Start a @dispatch method on the group; the Pending's result() is what calling it returns."""
+        from rlsys.engine.batch import plan_micro_batches, sample_lengths, select
+
+        function = getattr(self.worker_cls, method, None)
+        mode = getattr(function, "dispatch_mode", None)
         if mode is None:
             raise AttributeError(f"{self.worker_cls.__name__}.{method} is not a @dispatch method")
+        if mode != SPLIT:
+            refs = self.call_async(method, *args, **kwargs)
+            return Pending(refs, (lambda results: results[0]) if mode == RANK0 else list)
+        batch = function.prepare(args[0], *args[1:], **kwargs) if function.prepare else args[0]
+        plan = plan_micro_batches(sample_lengths(batch), self.world_size, self.max_tokens)
+        refs = [getattr(actor, method).remote([select(batch, micro) for micro in rank], *args[1:], **kwargs)
+                for actor, rank in zip(self.actors, plan)]
+        return Pending(refs, function.gather or (lambda results: in_batch_order(plan, results)))
 
-        def call(*args: Any, **kwargs: Any) -> Any:
-            if mode == SPLIT:
-                shards = split_batch(args[0], self.world_size)
-                refs = [getattr(a, method).remote(s, *args[1:], **kwargs) for a, s in zip(self.actors, shards)]
-                return concat_results(ray.get(refs))
-            results = ray.get(self.call_async(method, *args, **kwargs))
-            return results[0] if mode == RANK0 else results
-        return call
+    def __getattr__(self, method: str) -> Callable:
+        if method.startswith("_"):
+            raise AttributeError(method)
+        return lambda *args, **kwargs: self.submit(method, *args, **kwargs).result()
 
     def locations(self) -> list[dict]:
         return ray.get([actor.location.remote() for actor in self.actors])

@@ -5,6 +5,7 @@ update, sleep/wake_up. Weights arrive as safetensors-encoded buckets through the
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 
@@ -42,6 +43,9 @@ class VLLMEngine:
         if spec.device == "cpu":
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
             os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+            # In this process: a separate engine process's worker spins on its message queue for a second
+            # after every call, taking a core from the trainers on a small machine.
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         import vllm
 
         from rlsys.models.builders import resolve_dtype
@@ -57,15 +61,20 @@ class VLLMEngine:
             logprobs_mode="processed_logprobs", enable_prefix_caching=False,
             enable_chunked_prefill=False if spec.device == "cpu" else None)
 
-    def generate(self, prompt_ids: list[list[int]], sampling: Sampling, seeds: list[int] | None = None) -> list[dict]:
-        """n samples per prompt; the samples of prompt i are drawn with seeds[i] (None: the engine's own RNG)."""
+    def generate(self, prompt_ids: list[list[int]], sampling: Sampling,
+                 seeds: list[list[int]] | None = None) -> list[dict]:
+        """n samples per prompt; sample j of prompt i is drawn with seeds[i][j] (None: the engine's own RNG).
+
+        Each sample is a request of its own: with n > 1 vLLM seeds sample j with seed + j, which would make
+        neighbouring prompts' samples share noise."""
         import vllm
 
-        params = [vllm.SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
+        requests = [(ids, seeds[i][j] if seeds else None) for i, ids in enumerate(prompt_ids) for j in range(sampling.n)]
+        params = [vllm.SamplingParams(n=1, temperature=sampling.temperature, top_p=sampling.top_p,
                                       top_k=sampling.top_k, max_tokens=sampling.max_new_tokens,
-                                      stop=list(sampling.stop) or None, logprobs=0,
-                                      seed=seeds[i] if seeds else None) for i in range(len(prompt_ids))]
-        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=False)
+                                      stop=list(sampling.stop) or None, logprobs=0, seed=seed)
+                  for _, seed in requests]
+        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids, _ in requests], params, use_tqdm=False)
         return [{"response_ids": list(c.token_ids),
                  "logp": [next(iter(lp.values())).logprob if lp else 0.0 for lp in (c.logprobs or [])],
                  "finish_reason": c.finish_reason}
@@ -115,13 +124,14 @@ class HFEngine:
         self.tokenizer = load_tokenizer(spec.model_path)
         self.pending: dict = {}
 
-    def generate(self, prompt_ids: list[list[int]], sampling: Sampling, seeds: list[int] | None = None) -> list[dict]:
+    def generate(self, prompt_ids: list[list[int]], sampling: Sampling,
+                 seeds: list[list[int]] | None = None) -> list[dict]:
         import torch
 
         from rlsys.data.collate import pad
 
         if seeds:
-            torch.manual_seed(seeds[0])  # one batched generate: the chunk's first seed stands for all
+            torch.manual_seed(seeds[0][0])  # one batched generate: the chunk's first seed stands for all
         pad_id, eos_id = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
         ids = pad(prompt_ids, pad_id, left=True).to(self.device)
         mask = pad([[1] * len(p) for p in prompt_ids], 0, left=True).to(self.device)
@@ -180,6 +190,12 @@ class HFEngine:
 ENGINES = {"vllm": VLLMEngine, "hf": HFEngine}
 
 
+def sample_seed(*parts: int) -> int:
+    """A 31-bit seed that is a pure function of its parts; hashed, so neighbouring parts give unrelated seeds."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % 2**31
+
+
 class RolloutGroup:
     """Engines on their own devices; prompts go out in chunks to whichever engine is free (load-based)."""
 
@@ -194,20 +210,29 @@ class RolloutGroup:
             for b in placement.bundle_indices
         ]
 
-    def generate(self, prompt_ids: list[list[int]], sampling: Sampling, seed: int = 0,
-                 chunk_size: int = 32) -> list[dict]:
-        """n samples per prompt, in prompt order (the n samples of a prompt are contiguous)."""
-        chunks = [prompt_ids[i:i + chunk_size] for i in range(0, len(prompt_ids), chunk_size)]
-        results: list[list[dict] | None] = [None] * len(chunks)
+    def wait_ready(self) -> None:
+        """Engines start in the background; this returns once every one has loaded its model."""
+        ray.get([e.location.remote() for e in self.engines])
+
+    def generate(self, prompt_ids: list[list[int]], sampling: Sampling, seed: int = 0) -> list[dict]:
+        """n samples per prompt, in prompt order (the n samples of a prompt are contiguous).
+
+        With several engines the prompts go out in twice as many chunks, each to whichever engine is free.
+        Sample j of prompt i is drawn with sample_seed(seed, i, j): what is drawn does not depend on the
+        engine that drew it or on the chunking."""
+        count = len(prompt_ids)
+        chunks = 1 if len(self.engines) == 1 else max(1, min(count, 2 * len(self.engines)))
+        bounds = [count * c // chunks for c in range(chunks + 1)]
+        results: list[list[dict] | None] = [None] * chunks
         idle = list(self.engines)
         running: dict = {}
         next_chunk = 0
-        while next_chunk < len(chunks) or running:
-            while idle and next_chunk < len(chunks):
+        while next_chunk < chunks or running:
+            while idle and next_chunk < chunks:
                 engine = idle.pop()
-                first = next_chunk * chunk_size
-                seeds = [seed * 100_003 + first + i for i in range(len(chunks[next_chunk]))]
-                ref = engine.generate.remote(chunks[next_chunk], sampling, seeds)
+                first, end = bounds[next_chunk], bounds[next_chunk + 1]
+                seeds = [[sample_seed(seed, i, j) for j in range(sampling.n)] for i in range(first, end)]
+                ref = engine.generate.remote(prompt_ids[first:end], sampling, seeds)
                 running[ref] = (next_chunk, engine)
                 next_chunk += 1
             done, _ = ray.wait(list(running), num_returns=1)

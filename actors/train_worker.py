@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from actors.group import ALL, RANK0, SPLIT, actor_location, dispatch, free_port
+from rlsys.engine.batch import with_loss_weights
 
 ROLE_MODEL = {"policy": "causal_lm", "reference": "causal_lm", "critic": "value", "reward": "reward"}
 
@@ -28,9 +29,15 @@ class WorkerSpec:
     trainable: bool = True
     seed: int = 0
     cpu_threads: int = 1
+    max_length: int = 256  # packed rows without varlen attention are at most this long
     gradient_checkpointing: bool = False
     lora: Any = None
     engine: dict = field(default_factory=dict)  # EngineSettings fields besides device, dtype, world_size
+
+
+def add_shares(per_rank: list[dict[str, float]]) -> dict[str, float]:
+    """Training metrics of all ranks: shares of the mini-batch mean add up; grad norm and lr are global."""
+    return {k: per_rank[0][k] if k in ("grad_norm", "lr") else sum(m[k] for m in per_rank) for k in per_rank[0]}
 
 
 class TrainWorker:
@@ -86,75 +93,89 @@ class TrainWorker:
         np.random.seed(seed)
         torch.manual_seed(seed)
 
-    def _tensors(self, batch: dict[str, list]) -> dict[str, torch.Tensor]:
+    def _tensors(self, batch: dict[str, list]):
+        """(tensors on this rank's device, where each sample sits). Packed rows are as long as the token
+        budget with varlen attention (flash), else data.max_length: dense attention masks grow with the row."""
         from rlsys.engine.batch import to_tensors
 
-        return to_tensors(batch, self.tokenizer.pad_token_id)
+        varlen = str(getattr(self.engine.module.config, "_attn_implementation", "")).startswith("flash")
+        tensors, layout = to_tensors(batch, self.tokenizer.pad_token_id, 0 if varlen else self.spec.max_length)
+        return {k: v.to(self.spec.device) for k, v in tensors.items()}, layout
 
     # ---- training ---------------------------------------------------------------------------------------
-    @dispatch(SPLIT)
-    def train(self, batch: dict[str, list], objective: str, hparams: dict) -> dict[str, float]:
-        """One optimizer step on this rank's shard, cut into micro-batches; returns this rank's metrics."""
-        from rlsys.engine.batch import micro_batches
+    @dispatch(SPLIT, prepare=with_loss_weights, gather=add_shares)
+    def train(self, micro_batches: list[dict[str, list]], objective: str, hparams: dict) -> dict[str, float]:
+        """One optimizer step on this rank's micro-batches; returns this rank's shares of the metrics."""
         from rlsys.engine.objectives import OBJECTIVES
 
         loss_fn = OBJECTIVES[objective]
-        chunks = [self._tensors(mb) for mb in micro_batches(batch, self.engine.settings.micro_batch_size)]
+        chunks = [self._tensors(mb)[0] for mb in micro_batches]
         return self.engine.train_step(chunks, lambda model, mb: loss_fn(model, mb, hparams))
 
     # ---- inference --------------------------------------------------------------------------------------
+    def _forward_each(self, micro_batches: list[dict[str, list]], compute) -> list:
+        """compute(model, tensors, layout) on each micro-batch without gradients; the results concatenated."""
+        model = self.engine.engine or self.engine.module
+        self.engine.module.eval()
+        out: list = []
+        with torch.no_grad():
+            for mb in micro_batches:
+                tensors, layout = self._tensors(mb)
+                out.extend(compute(model, tensors, layout))
+        return out
+
     @dispatch(SPLIT)
-    def logprobs(self, batch: dict[str, list], temperature: float = 1.0) -> dict[str, list]:
+    def logprobs(self, micro_batches: list[dict[str, list]], temperature: float = 1.0) -> dict[str, list]:
         """Per-token log-probabilities of each response under this model."""
-        from rlsys.engine.batch import micro_batches, response_values
+        from rlsys.engine.batch import response_values
         from rlsys.engine.objectives import response_logprobs
 
-        out: list[list[float]] = []
-        for mb in micro_batches(batch, self.engine.settings.micro_batch_size):
-            with torch.no_grad():
-                self.engine.module.eval()
-                logp, _ = response_logprobs(self.engine.engine or self.engine.module,
-                                            {k: v.to(self.spec.device) for k, v in self._tensors(mb).items()},
-                                            temperature)
-            out.extend(response_values(logp, mb))
-        return {"logp": out}
+        compute = lambda model, t, layout: response_values(response_logprobs(model, t, temperature)[0], layout)
+        return {"logp": self._forward_each(micro_batches, compute)}
 
     @dispatch(SPLIT)
-    def values(self, batch: dict[str, list]) -> dict[str, list]:
+    def values(self, micro_batches: list[dict[str, list]]) -> dict[str, list]:
         """The critic's value of the state before each response token."""
-        from rlsys.engine.batch import micro_batches, response_values
+        from rlsys.engine.batch import response_values
+        from rlsys.engine.objectives import model_inputs
 
-        out: list[list[float]] = []
-        for mb in micro_batches(batch, self.engine.settings.micro_batch_size):
-            tensors = self._tensors(mb)
-            logits = self.engine.forward(input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"]).logits
-            out.extend(response_values(logits[:, :-1, 0], mb))
-        return {"values": out}
+        compute = lambda model, t, layout: response_values(model(**model_inputs(t)).logits[:, :-1, 0], layout)
+        return {"values": self._forward_each(micro_batches, compute)}
 
     @dispatch(SPLIT)
-    def scores(self, batch: dict[str, list]) -> dict[str, list]:
+    def scores(self, micro_batches: list[dict[str, list]]) -> dict[str, list]:
         """A reward model's score of each sequence (prompt + response, or a preference pair's two sides)."""
-        from rlsys.engine.batch import micro_batches
+        from rlsys.engine.batch import pair_tensors, to_padded
         from rlsys.engine.objectives import sequence_scores
 
-        out: list[float] = []
-        for mb in micro_batches(batch, self.engine.settings.micro_batch_size):
-            with torch.no_grad():
-                self.engine.module.eval()
-                tensors = {k: v.to(self.spec.device) for k, v in self._tensors(mb).items()}
-                out.extend(sequence_scores(self.engine.engine or self.engine.module, tensors).tolist())
-        return {"scores": out}
+        pad_id = self.tokenizer.pad_token_id
+
+        def compute(model, mb: dict[str, list]) -> list[float]:
+            if not mb["prompt_ids"]:  # ZeRO-3: a rank without samples still joins the forward pass
+                sequence_scores(model, self._device(to_padded({"prompt_ids": [[pad_id]], "response_ids": [[]]}, pad_id)))
+                return []
+            tensors = pair_tensors(mb, pad_id) if "chosen_ids" in mb else to_padded(mb, pad_id)
+            return sequence_scores(model, self._device(tensors)).tolist()
+
+        model = self.engine.engine or self.engine.module
+        self.engine.module.eval()
+        with torch.no_grad():
+            return {"scores": [x for mb in micro_batches for x in compute(model, mb)]}
+
+    def _device(self, tensors: dict) -> dict:
+        return {k: v.to(self.spec.device) for k, v in tensors.items()}
 
     @dispatch(SPLIT)
-    def generate(self, batch: dict[str, list], max_new_tokens: int) -> dict[str, list]:
+    def generate(self, micro_batches: list[dict[str, list]], max_new_tokens: int) -> dict[str, list]:
         """Greedy completions with transformers (evaluation inside supervised jobs)."""
         from rlsys.data.collate import pad
 
         module = self.engine.module
         module.eval()
-        prompts = batch["prompt_ids"]
+        prompts = [p for mb in micro_batches for p in mb["prompt_ids"]]
         if not prompts and not self.engine.zero3:
             return {"response_ids": []}
+        count = len(prompts)
         prompts = prompts or [[self.tokenizer.pad_token_id]]  # ZeRO-3: every rank must join the forward passes
         ids = pad(prompts, self.tokenizer.pad_token_id, left=True).to(self.spec.device)
         mask = pad([[1] * len(p) for p in prompts], 0, left=True).to(self.spec.device)
@@ -167,7 +188,7 @@ class TrainWorker:
             if self.tokenizer.eos_token_id in row:
                 row = row[: row.index(self.tokenizer.eos_token_id) + 1]
             responses.append(row)
-        return {"response_ids": responses[: len(batch["prompt_ids"])]}
+        return {"response_ids": responses[:count]}
 
     # ---- weights and checkpoints ------------------------------------------------------------------------
     @dispatch(RANK0)
@@ -175,7 +196,9 @@ class TrainWorker:
         """A Hugging Face folder (config, safetensors, tokenizer with its chat template); LoRA merged in."""
         from rlsys.engine.weights import base_model, full_state_dict
 
-        state = full_state_dict(self.engine.module, self.engine.zero3)
+        # ZeRO-3 shards must be gathered on every rank; otherwise rank 0 alone builds the state dict
+        if self.engine.zero3 or self.rank == 0:
+            state = full_state_dict(self.engine.module, self.engine.zero3)
         if self.rank == 0:
             model = base_model(self.engine.module)
             model.save_pretrained(folder, state_dict=state)

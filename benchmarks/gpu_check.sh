@@ -15,17 +15,17 @@ PY
 }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 
-rl pretrain output_dir=$OUT/pretrain trainer.max_steps=300 trainer.batch_size=32 trainer.micro_batch_size=32
+rl pretrain output_dir=$OUT/pretrain trainer.max_steps=300 trainer.batch_size=32 trainer.max_tokens_per_micro_batch=8192
 rl sft output_dir=$OUT/sft model.path=$OUT/pretrain/checkpoints/final trainer.max_steps=100
 rl grpo output_dir=$OUT/grpo model.path=$OUT/sft/checkpoints/final cluster.colocate=true rollout.backend=hf \
-   trainer.max_steps=10 trainer.eval_every=5 trainer.micro_batch_size=64
+   trainer.max_steps=10 trainer.eval_every=5 trainer.max_tokens_per_micro_batch=8192
 for f in pretrain sft grpo; do grep -h '"eval/accuracy"' $OUT/$f/metrics.jsonl | tail -1 | "$PY" -c "import json,sys; r=json.loads(sys.stdin.read()); print('$f', 'step', r['step'], 'eval/accuracy', r['eval/accuracy'])"; done
 tail_metric $OUT/grpo perf/step_s
 tail_metric $OUT/grpo perf/gen_tokens_per_s
 
 for stage in 1 2 3; do
   rl pretrain output_dir=$OUT/zero$stage deepspeed.zero_stage=$stage trainer.max_steps=16 trainer.batch_size=4 \
-     trainer.micro_batch_size=4 data.max_length=2048 trainer.eval_samples=8 model.tiny.hidden_size=896 \
+     trainer.max_tokens_per_micro_batch=8192 data.max_length=2048 trainer.eval_samples=8 model.tiny.hidden_size=896 \
      model.tiny.num_heads=14 model.tiny.num_layers=24 model.tiny.intermediate_size=4864
   tail_metric $OUT/zero$stage perf/tokens_per_s
 done

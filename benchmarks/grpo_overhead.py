@@ -30,22 +30,26 @@ def bare_generation(model_path: str, prompts: list[list[int]], n: int, max_token
                                              gpu_memory_utilization=0.1), placement)
     engine = group.engines[0]
     sampling = Sampling(n=n, temperature=temperature, max_new_tokens=max_tokens)
-    ray.get(engine.generate.remote(prompts, sampling, list(range(len(prompts)))))  # warm-up
+    seeds = lambda base: [[base + i * n + j for j in range(n)] for i in range(len(prompts))]
+    ray.get(engine.generate.remote(prompts, sampling, seeds(0)))  # warm-up
     began = time.perf_counter()
-    ray.get(engine.generate.remote(prompts, sampling, [len(prompts) + i for i in range(len(prompts))]))
+    ray.get(engine.generate.remote(prompts, sampling, seeds(len(prompts) * n)))
     elapsed = time.perf_counter() - began
     group.kill()
     return elapsed
 
 
-def bare_training(model_path: str, sequences: list[list[int]], micro_batch: int, updates: int) -> float:
+def bare_training(model_path: str, sequences: list[list[int]], max_tokens: int, ranks: int, updates: int) -> float:
+    """Each rank's share of the sequences in micro-batches of at most max_tokens, padded (one process)."""
     from transformers import AutoModelForCausalLM
 
     from rlsys.data.collate import pad
 
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    chunks = [sequences[i:i + micro_batch] for i in range(0, len(sequences), micro_batch)]
+    per_rank = sequences[: len(sequences) // ranks]
+    micro = max(1, max_tokens // max(map(len, per_rank)))
+    chunks = [per_rank[i:i + micro] for i in range(0, len(per_rank), micro)]
     began = 0.0
     for update in range(updates + 1):  # the first update warms the allocator up and is not timed
         if update == 1:
@@ -86,7 +90,8 @@ def main(overrides: list[str]) -> None:
     length = int(statistics.median(r["response/length_mean"] for r in rows))
     sequences = [p + [1] * length for p in prompts for _ in range(cfg.algo.n_samples)]
     updates = cfg.algo.epochs * (cfg.trainer.batch_size // (cfg.algo.mini_batch_size or cfg.trainer.batch_size))
-    train = bare_training(model_path, sequences, cfg.trainer.micro_batch_size, updates)
+    train = bare_training(model_path, sequences, cfg.trainer.max_tokens_per_micro_batch, cfg.cluster.policy.num_ranks,
+                          updates)
 
     print(f"\nGRPO on {model_path}: {cfg.trainer.batch_size} prompts x {cfg.algo.n_samples} samples, "
           f"~{gen_tokens:.0f} generated tokens per step, {cfg.cluster.policy.num_ranks} policy ranks")

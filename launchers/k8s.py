@@ -47,7 +47,9 @@ def demand(cfg) -> Demand:
     groups = [c.policy]
     rollout_gpus = rollout_cpus = 0
     if cfg.job in ("grpo", "ppo"):
-        groups += [c.reference] + ([c.critic] if cfg.algo.name == "ppo" else [])
+        from rlsys.trainers.rl_roles import trainer_roles
+
+        groups = trainer_roles(cfg)
         rollout_gpus, rollout_cpus = r.num_engines * r.tensor_parallel_size, r.num_engines
     gpus = (c.policy.num_ranks * c.policy.gpus_per_rank if c.colocate
             else sum(g.num_ranks * g.gpus_per_rank for g in groups) + rollout_gpus)

@@ -20,6 +20,11 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> 
     return masked_sum(x, mask, dim) / count.clamp(min=1.0)
 
 
+def weighted_mean(x: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """A metric's mean: its share of the mini-batch mean with loss weights, else the masked mean."""
+    return (x * weights.to(x.dtype)).sum() if weights is not None else masked_mean(x, mask)
+
+
 def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
     """Variance over masked entries (Bessel-corrected when more than one entry)."""
     mask = mask.to(x.dtype)
@@ -50,9 +55,14 @@ def masked_whiten(
 
 
 def aggregate_loss(
-    loss_mat: torch.Tensor, mask: torch.Tensor, mode: str, max_len: int | None = None
+    loss_mat: torch.Tensor, mask: torch.Tensor, mode: str, max_len: int | None = None,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Reduce a per-token loss [B, T] to a scalar.
+
+    With ``weights`` (per token, zero off the mask) the result is ``sum(loss * weights)``: the caller
+    has spread the aggregation over the whole mini-batch (all micro-batches and ranks), so this micro-batch
+    contributes exactly its share; ``mode`` is then already in the weights.
 
     * ``token_mean`` (DAPO): every token weighs the same, so long responses are not
       down-weighted.
@@ -60,6 +70,8 @@ def aggregate_loss(
     * ``seq_mean_token_sum_norm`` (Dr.GRPO): token sums divided by a constant
       ``max_len`` so there is no length bias from per-sequence normalisation.
     """
+    if weights is not None:
+        return (loss_mat * weights.to(loss_mat.dtype)).sum()
     mask = mask.to(loss_mat.dtype)
     if mode == "token_mean":
         return masked_mean(loss_mat, mask)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from rlsys.algorithms.kl import kl_penalty
-from rlsys.algorithms.masked import aggregate_loss, masked_mean
+from rlsys.algorithms.masked import aggregate_loss, weighted_mean
 
 
 def policy_loss(
@@ -18,13 +18,14 @@ def policy_loss(
     aggregation: str = "token_mean",
     max_len: int | None = None,
     dual_clip: float | None = None,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """PPO clipped surrogate ``max(-A*r, -A*clip(r, 1-clip_low, 1+clip_high))``.
 
     ``clip_high > clip_low`` is DAPO's clip-higher, leaving room for low-probability
     tokens to grow.  ``dual_clip = c > 1`` (Ye et al. 2020) additionally bounds the
     loss by ``-c*A`` for negative advantages, so a huge ratio on a bad token cannot
-    produce an unbounded update.
+    produce an unbounded update. ``weights``: see ``aggregate_loss``; metrics are weighted the same way.
     """
     if clip_low < 0 or clip_high < 0:
         raise ValueError(f"clip_low and clip_high must be >= 0, got {clip_low}, {clip_high}")
@@ -43,12 +44,12 @@ def policy_loss(
         lower_bound = -dual_clip * advantages
         dual_active = (advantages < 0) & (loss_mat > lower_bound)
         loss_mat = torch.where(advantages < 0, torch.minimum(loss_mat, lower_bound), loss_mat)
-        metrics["dual_clip_frac"] = masked_mean(dual_active.float(), mask).item()
-    loss = aggregate_loss(loss_mat, mask, aggregation, max_len)
+        metrics["dual_clip_frac"] = weighted_mean(dual_active.float(), mask, weights).item()
+    loss = aggregate_loss(loss_mat, mask, aggregation, max_len, weights)
     with torch.no_grad():
-        metrics["clip_frac"] = masked_mean((clipped > unclipped).float(), mask).item()
-        metrics["approx_kl"] = masked_mean(0.5 * log_ratio.square(), mask).item()
-        metrics["ratio_mean"] = masked_mean(ratio, mask).item()
+        metrics["clip_frac"] = weighted_mean((clipped > unclipped).float(), mask, weights).item()
+        metrics["approx_kl"] = weighted_mean(0.5 * log_ratio.square(), mask, weights).item()
+        metrics["ratio_mean"] = weighted_mean(ratio, mask, weights).item()
     return loss, metrics
 
 
@@ -60,6 +61,7 @@ def value_loss(
     clip_range: float | None = 0.2,
     aggregation: str = "token_mean",
     max_len: int | None = None,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Clipped critic loss ``0.5 * max((v-R)^2, (v_clip-R)^2)`` with
     ``v_clip = old + clip(v - old, -clip_range, clip_range)``; keeps the critic
@@ -76,11 +78,11 @@ def value_loss(
         values_clipped = old_values + (values - old_values).clamp(-clip_range, clip_range)
         clipped = (values_clipped - returns).square()
         loss_mat, clip_active = torch.maximum(unclipped, clipped), (clipped > unclipped).float()
-    loss = aggregate_loss(0.5 * loss_mat, mask, aggregation, max_len)
+    loss = aggregate_loss(0.5 * loss_mat, mask, aggregation, max_len, weights)
     with torch.no_grad():
         metrics = {
-            "value_clip_frac": masked_mean(clip_active, mask).item(),
-            "value_mean": masked_mean(values, mask).item(),
+            "value_clip_frac": weighted_mean(clip_active, mask, weights).item(),
+            "value_mean": weighted_mean(values, mask, weights).item(),
         }
     return loss, metrics
 
@@ -92,7 +94,8 @@ def kl_loss(
     estimator: str = "k3",
     aggregation: str = "token_mean",
     max_len: int | None = None,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """KL to the reference policy used directly as a loss term (GRPO) rather than
     folded into the reward (PPO)."""
-    return aggregate_loss(kl_penalty(logp, ref_logp, estimator), mask.to(torch.float32), aggregation, max_len)
+    return aggregate_loss(kl_penalty(logp, ref_logp, estimator), mask.to(torch.float32), aggregation, max_len, weights)

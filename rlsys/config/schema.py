@@ -65,7 +65,9 @@ DATA_COLUMNS = ("text", "messages", "prompt", "response", "answer", "chosen", "r
 class TrainerConfig:
     max_steps: int = 100
     batch_size: int = 32  # sequences (RL: prompts) per step, over all ranks
-    micro_batch_size: int = 8  # sequences per rank per forward/backward
+    # tokens per rank per forward/backward; sequences are packed without padding and every rank gets the
+    # same number of micro-batches (raise it on GPUs: 16k-64k)
+    max_tokens_per_micro_batch: int = 4096
     lr: float = 1e-3
     min_lr_ratio: float = 0.1
     lr_schedule: str = "cosine"  # cosine | constant

@@ -58,12 +58,18 @@ def schema_keys(path: str = "") -> list[str] | None:
     return [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else None
 
 
+# keys of earlier versions -> what replaced them
+RENAMED = {"trainer.micro_batch_size": "trainer.max_tokens_per_micro_batch (micro-batches are sized by tokens)"}
+
+
 def unknown_key_message(full_key: str) -> str:
     parent, _, leaf = full_key.rpartition(".")
     allowed = schema_keys(parent) or []
     where = f"in '{parent}'" if parent else "at the top level"
     hint = difflib.get_close_matches(leaf, allowed, n=1)
     suggestion = f" Did you mean '{'.'.join(filter(None, [parent, hint[0]]))}'?" if hint else ""
+    if full_key in RENAMED:
+        suggestion = f" It is now {RENAMED[full_key]}."
     return (f"unknown config key '{full_key}'.{suggestion} Keys allowed {where}: {', '.join(allowed)}. "
             "See the whole config with `rlsys JOB --cfg job`.")
 
@@ -140,7 +146,7 @@ def check_values(cfg: DictConfig) -> None:
     _require(cfg.resume in (False, None, "auto") or isinstance(cfg.resume, str),
              f"resume is {cfg.resume!r}; use auto, a checkpoint path, or false.")
     t = cfg.trainer
-    for key in ("max_steps", "batch_size", "micro_batch_size"):
+    for key in ("max_steps", "batch_size", "max_tokens_per_micro_batch"):
         _require(t[key] > 0, f"trainer.{key} must be positive, got {t[key]}.")
     for key in ("save_every", "eval_every", "eval_samples", "warmup_steps", "keep_last"):
         _require(t[key] >= 0, f"trainer.{key} must be zero or positive, got {t[key]}.")
@@ -152,12 +158,9 @@ def check_values(cfg: DictConfig) -> None:
         _require(group.gpus_per_rank >= 0 and group.cpus_per_rank > 0,
                  f"cluster.{role}: gpus_per_rank must be >= 0 and cpus_per_rank > 0.")
     _require(cfg.rollout.num_engines >= 1, "rollout.num_engines must be at least 1.")
-    ranks = cfg.cluster.policy.num_ranks
-    if cfg.job in ("pretrain", "sft", "rm", "dpo", "distill"):
-        per_step = t.micro_batch_size * ranks
-        _require(t.batch_size % per_step == 0,
-                 f"trainer.batch_size ({t.batch_size}) must be a multiple of trainer.micro_batch_size x "
-                 f"cluster.policy.num_ranks ({t.micro_batch_size} x {ranks} = {per_step}).")
+    _require(t.max_tokens_per_micro_batch >= cfg.data.max_length,
+             f"trainer.max_tokens_per_micro_batch ({t.max_tokens_per_micro_batch}) must hold one sequence of "
+             f"data.max_length ({cfg.data.max_length}) tokens.")
     if cfg.job in ("grpo", "ppo"):
         a = cfg.algo
         _require(a.n_samples >= 1, f"algo.n_samples must be at least 1, got {a.n_samples}.")
@@ -170,11 +173,6 @@ def check_values(cfg: DictConfig) -> None:
         mini = a.mini_batch_size or t.batch_size
         _require(t.batch_size % mini == 0,
                  f"algo.mini_batch_size ({mini}) must divide trainer.batch_size ({t.batch_size}).")
-        sequences = mini * a.n_samples
-        _require(sequences % (t.micro_batch_size * ranks) == 0,
-                 f"each update holds algo.mini_batch_size x algo.n_samples = {sequences} sequences, which must be "
-                 f"a multiple of trainer.micro_batch_size x cluster.policy.num_ranks "
-                 f"({t.micro_batch_size} x {ranks}).")
         _require(a.advantage != "gae" or a.name == "ppo", "algo.advantage=gae needs a critic: use algo.name=ppo.")
         _require(a.loss_aggregation != "seq_mean_token_sum_norm" or cfg.rollout.max_new_tokens > 0,
                  "seq_mean_token_sum_norm needs rollout.max_new_tokens > 0.")

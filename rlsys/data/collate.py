@@ -53,19 +53,23 @@ def encode_chat(tokenizer, messages: list[dict], max_length: int) -> tuple[list[
     return input_ids[:max_length], labels[:max_length]
 
 
-def pack_examples(examples: Sequence[tuple[list[int], list[int]]], max_length: int) -> list[tuple[list[int], list[int]]]:
-    """Greedy first-fit packing of (ids, labels) examples into sequences of at most max_length tokens."""
-    packed: list[tuple[list[int], list[int]]] = []
+def pack_examples(examples: Sequence[tuple[list[int], list[int]]],
+                  max_length: int) -> list[tuple[list[int], list[int], list[int]]]:
+    """Greedy first-fit packing of (ids, labels) examples into sequences of at most max_length tokens, with
+    position ids that restart at every example: attention then stays inside each example."""
+    packed: list[tuple[list[int], list[int], list[int]]] = []
     ids: list[int] = []
     labels: list[int] = []
+    positions: list[int] = []
     for example_ids, example_labels in examples:
         if ids and len(ids) + len(example_ids) > max_length:
-            packed.append((ids, labels))
-            ids, labels = [], []
+            packed.append((ids, labels, positions))
+            ids, labels, positions = [], [], []
         ids = ids + example_ids
-        labels = labels + example_labels
+        labels = labels + [IGNORE] + example_labels[1:]  # an example's first token is not predicted across
+        positions = positions + list(range(len(example_ids)))
     if ids:
-        packed.append((ids, labels))
+        packed.append((ids, labels, positions))
     return packed
 
 

@@ -1,66 +1,213 @@
-"""From lists (what crosses Ray) to padded tensors (what the model eats), and back.
+"""From lists (what crosses Ray) to padding-free tensors (what the model eats), and back.
 
-A sample is either a token sequence with labels (`input_ids`, `labels`) or a prompt and a response
-(`prompt_ids`, `response_ids`) with per-response-token fields (`old_logp`, `ref_logp`, `advantages`,
-`returns`, `old_values`), placed at the positions that predict each response token. A preference pair
-(`prompt_ids`, `chosen_ids`, `rejected_ids`) becomes two such rows: all chosen rows first, then all rejected.
+A sample is either a token sequence with labels (`input_ids`, `labels`, optional `position_ids` when it holds
+several packed examples) or a prompt and a response (`prompt_ids`, `response_ids`) with per-response-token
+fields (`old_logp`, `ref_logp`, `advantages`, `returns`, `old_values`). A preference pair (`prompt_ids`,
+`chosen_ids`, `rejected_ids`) becomes two padded rows: all chosen rows first, then all rejected.
+
+Sequences are packed end to end into rows with position ids that restart at every sequence, so attention
+stays inside each sequence (transformers builds the block-diagonal mask from the position ids) and no
+compute goes to padding. Position t of a row predicts token t + 1; the first token of every sequence is
+never a target.
+
+The driver plans the micro-batches of a whole mini-batch (`plan_micro_batches`): every rank gets the same
+number (ZeRO-3 forward passes and gradient reduction are collectives), each within a token budget. Each
+sample carries a `loss_weight` (`with_loss_weights`) so that summing the weighted per-token losses over all
+micro-batches and ranks gives exactly the mini-batch's mean, whatever the split.
 """
 from __future__ import annotations
 
+import heapq
+import math
+from dataclasses import dataclass
+
 import torch
 
+from rlsys.algorithms.masked import AGGREGATION_MODES
 from rlsys.data.collate import IGNORE, pad
 
 TOKEN_FIELDS = ("old_logp", "ref_logp", "advantages", "returns", "old_values")
 PAIR_FIELDS = ("ref_chosen", "ref_rejected")
 
 
-def to_tensors(batch: dict[str, list], pad_id: int) -> dict[str, torch.Tensor]:
+def batch_size(batch: dict[str, list]) -> int:
+    return len(next(iter(batch.values())))
+
+
+def sample_lengths(batch: dict[str, list]) -> list[int]:
+    """Tokens each sample puts through the model (both sides of a preference pair)."""
     if "chosen_ids" in batch:
-        return pair_tensors(batch, pad_id)
-    if "prompt_ids" in batch:
-        sequences = [p + r for p, r in zip(batch["prompt_ids"], batch["response_ids"])]
+        return [2 * len(p) + len(c) + len(r)
+                for p, c, r in zip(batch["prompt_ids"], batch["chosen_ids"], batch["rejected_ids"])]
+    if "response_ids" in batch:
+        return [len(p) + len(r) for p, r in zip(batch["prompt_ids"], batch["response_ids"])]
+    if "input_ids" in batch:
+        return [len(ids) for ids in batch["input_ids"]]
+    return [len(p) for p in batch["prompt_ids"]]
+
+
+def plan_micro_batches(lengths: list[int], ranks: int, max_tokens: int) -> list[list[list[int]]]:
+    """Sample indices for each rank's micro-batches: the same count on every rank, tokens balanced over all
+    of them (longest first into the lightest), each within `max_tokens` unless one sample alone exceeds it.
+    Indices stay in batch order inside a micro-batch. A rank may get empty micro-batches (fewer samples
+    than ranks); it still joins the collectives with a dummy one."""
+    per_rank = max(1, min(math.ceil(sum(lengths) / (ranks * max_tokens)), math.ceil(len(lengths) / ranks)))
+    while True:
+        bins: list[list[int]] = [[] for _ in range(ranks * per_rank)]
+        heap = [(0, b) for b in range(len(bins))]
+        for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+            load, b = heapq.heappop(heap)
+            bins[b].append(index)
+            heapq.heappush(heap, (load + lengths[index], b))
+        fits = all(load <= max_tokens or len(bins[b]) == 1 for load, b in heap)
+        if fits or len(bins) >= len(lengths):
+            break
+        per_rank += 1
+    bins = [sorted(b) for b in bins]
+    return [bins[r * per_rank:(r + 1) * per_rank] for r in range(ranks)]
+
+
+def select(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
+    return {k: [v[i] for i in indices] for k, v in batch.items()}
+
+
+# ---- loss weights ---------------------------------------------------------------------------------------
+def loss_tokens(batch: dict[str, list]) -> list[int]:
+    """Tokens of each sample a token-level loss covers: its response, or its labelled tokens after the first."""
+    if "response_ids" in batch:
+        return [len(r) for r in batch["response_ids"]]
+    return [sum(label != IGNORE for label in labels[1:]) for labels in batch["labels"]]
+
+
+def with_loss_weights(batch: dict[str, list], objective: str, hparams: dict) -> dict[str, list]:
+    """The batch plus `loss_weight`: the weight of each of a sample's loss tokens (of the sample itself for
+    preference pairs) such that the weights of the whole mini-batch sum to one, as `aggregation` says:
+    token_mean weighs every token alike, seq_mean_token_mean every sequence, seq_mean_token_sum_norm divides
+    token sums by a constant max_len."""
+    if "chosen_ids" in batch:
+        weights = [1.0 / batch_size(batch)] * batch_size(batch)
+        return {**batch, "loss_weight": weights}
+    tokens = loss_tokens(batch)
+    mode = hparams.get("aggregation", "token_mean") if objective != "lm" else "token_mean"
+    if mode == "token_mean":
+        weights = [1.0 / max(1, sum(tokens))] * len(tokens)
+    elif mode == "seq_mean_token_mean":
+        weights = [1.0 / (max(1, n) * len(tokens)) for n in tokens]
+    elif mode == "seq_mean_token_sum_norm":
+        weights = [1.0 / (hparams["max_len"] * len(tokens))] * len(tokens)
     else:
-        sequences = batch["input_ids"]
-    out = {"input_ids": pad(sequences, pad_id),
-           "attention_mask": pad([[1] * len(s) for s in sequences], 0)}
-    if "labels" in batch:
-        out["labels"] = pad(batch["labels"], IGNORE)
-    if "prompt_ids" in batch:
-        width = out["input_ids"].shape[1] - 1
-        starts = [len(p) - 1 for p in batch["prompt_ids"]]
-        lengths = [len(r) for r in batch["response_ids"]]
-        out["response_mask"] = _place([[1.0] * n for n in lengths], starts, width)
+        raise ValueError(f"unknown loss aggregation {mode!r}; choose one of {', '.join(AGGREGATION_MODES)}")
+    return {**batch, "loss_weight": weights}
+
+
+# ---- tensors --------------------------------------------------------------------------------------------
+@dataclass
+class Layout:
+    """Where each sample sits in the packed rows: row, first position, and its prompt length."""
+    rows: list[int]
+    starts: list[int]
+    prompt_lengths: list[int]
+    lengths: list[int]
+
+
+def pack_rows(lengths: list[int], row_tokens: int) -> tuple[list[int], list[int], int, int]:
+    """First-fit, in order, of sequences into rows of at most row_tokens (0: one row). (rows, starts, R, W)."""
+    rows, starts, fill = [], [], [0]
+    for n in lengths:
+        if row_tokens and fill[-1] and fill[-1] + n > row_tokens:
+            fill.append(0)
+        rows.append(len(fill) - 1)
+        starts.append(fill[-1])
+        fill[-1] += n
+    return rows, starts, len(fill), max(fill)
+
+
+def to_tensors(batch: dict[str, list], pad_id: int, row_tokens: int = 0) -> tuple[dict[str, torch.Tensor], Layout]:
+    """Packed rows of `input_ids` and `position_ids`; `labels` and per-token fields aligned with the targets
+    (width W - 1); `loss_weight` spread over each sample's loss tokens. An empty micro-batch becomes one
+    padding token with zero weight, so a rank without samples still runs the forward and backward."""
+    if not batch_size(batch):
+        return to_tensors(dummy_sample(batch, pad_id), pad_id)[0], Layout([], [], [], [])
+    if "chosen_ids" in batch:
+        return pair_tensors(batch, pad_id), Layout([], [], [], [])
+    prompted = "response_ids" in batch
+    sequences = ([p + r for p, r in zip(batch["prompt_ids"], batch["response_ids"])] if prompted
+                 else batch["input_ids"])
+    lengths = [len(s) for s in sequences]
+    rows, starts, num_rows, width = pack_rows(lengths, row_tokens)
+    input_ids = torch.full((num_rows, width), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((num_rows, width), dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        span = slice(starts[i], starts[i] + lengths[i])
+        input_ids[rows[i], span] = torch.tensor(seq, dtype=torch.long)
+        given = batch.get("position_ids")
+        position_ids[rows[i], span] = torch.tensor(given[i]) if given else torch.arange(lengths[i])
+    for r in range(num_rows):  # the padding after a row's last sequence is a sequence of its own
+        used = max((starts[i] + lengths[i] for i in range(len(rows)) if rows[i] == r), default=0)
+        position_ids[r, used:] = torch.arange(width - used)
+    out = {"input_ids": input_ids, "position_ids": position_ids}
+    layout = Layout(rows, starts, [len(p) for p in batch["prompt_ids"]] if prompted else [0] * len(rows), lengths)
+    targets = (num_rows, max(width - 1, 1))
+    if prompted:
+        # the response tokens are predicted from the positions one before them
+        spans = [(rows[i], starts[i] + layout.prompt_lengths[i] - 1, len(batch["response_ids"][i]))
+                 for i in range(len(rows))]
+        out["response_mask"] = _place([[1.0] * n for *_, n in spans], spans, targets)
         for field in TOKEN_FIELDS:
             if field in batch:
-                out[field] = _place(batch[field], starts, width)
-    return out
+                out[field] = _place(batch[field], spans, targets)
+        weights = [[w] * n for w, (*_, n) in zip(batch["loss_weight"], spans)] if "loss_weight" in batch else None
+    else:
+        labels = torch.full(targets, IGNORE, dtype=torch.long)
+        for i, row_labels in enumerate(batch.get("labels", sequences)):
+            # position start + t predicts label t + 1; the first token of a sequence is never a target
+            labels[rows[i], starts[i]:starts[i] + lengths[i] - 1] = torch.tensor(row_labels[1:], dtype=torch.long)
+        out["labels"] = labels
+        spans = [(rows[i], starts[i], lengths[i] - 1) for i in range(len(rows))]
+        weights = ([[w] * n for w, (*_, n) in zip(batch["loss_weight"], spans)] if "loss_weight" in batch else None)
+    if weights is not None:
+        out["loss_weight"] = _place(weights, spans, targets)
+        if not prompted:
+            out["loss_weight"] *= (out["labels"] != IGNORE)
+    return out, layout
+
+
+def to_padded(batch: dict[str, list], pad_id: int) -> dict[str, torch.Tensor]:
+    """Prompt + response sequences as right-padded rows (a reward model pools each row's last token)."""
+    sequences = [p + r for p, r in zip(batch["prompt_ids"], batch["response_ids"])]
+    return {"input_ids": pad(sequences, pad_id), "attention_mask": pad([[1] * len(s) for s in sequences], 0)}
+
+
+def dummy_sample(batch: dict[str, list], pad_id: int) -> dict[str, list]:
+    """One sample of padding with zero loss weight, shaped like the batch's samples."""
+    fill = {"prompt_ids": [pad_id], "response_ids": [pad_id], "chosen_ids": [pad_id], "rejected_ids": [pad_id],
+            "input_ids": [pad_id, pad_id], "labels": [IGNORE, IGNORE], "position_ids": [0, 1]}
+    return {k: [fill.get(k, [0.0] if k in TOKEN_FIELDS else 0.0)] for k in batch}
 
 
 def pair_tensors(batch: dict[str, list], pad_id: int) -> dict[str, torch.Tensor]:
-    """Chosen and rejected sequences in one batch (one forward pass); per-pair reference log-ratios as is."""
-    out = to_tensors({"prompt_ids": batch["prompt_ids"] * 2,
-                      "response_ids": batch["chosen_ids"] + batch["rejected_ids"]}, pad_id)
-    for field in PAIR_FIELDS:
+    """Chosen and rejected sequences in one padded batch (a reward model pools each row's last token)."""
+    prompts = batch["prompt_ids"] * 2
+    responses = batch["chosen_ids"] + batch["rejected_ids"]
+    out = to_padded({"prompt_ids": prompts, "response_ids": responses}, pad_id)
+    width = out["input_ids"].shape[1] - 1
+    spans = [(i, len(p) - 1, len(r)) for i, (p, r) in enumerate(zip(prompts, responses))]
+    out["response_mask"] = _place([[1.0] * n for *_, n in spans], spans, (len(sequences), width))
+    for field in PAIR_FIELDS + ("loss_weight",):
         if field in batch:
             out[field] = torch.tensor(batch[field], dtype=torch.float32)
     return out
 
 
-def _place(rows: list[list[float]], starts: list[int], width: int) -> torch.Tensor:
-    out = torch.zeros(len(rows), width, dtype=torch.float32)
-    for i, (row, start) in enumerate(zip(rows, starts)):
-        out[i, start:start + len(row)] = torch.tensor(row, dtype=torch.float32)
+def _place(rows: list[list[float]], spans: list[tuple[int, int, int]], shape: tuple[int, int]) -> torch.Tensor:
+    out = torch.zeros(shape, dtype=torch.float32)
+    for values, (row, start, n) in zip(rows, spans):
+        out[row, start:start + n] = torch.tensor(values[:n], dtype=torch.float32)
     return out
 
 
-def response_values(tensor: torch.Tensor, batch: dict[str, list]) -> list[list[float]]:
-    """The per-response-token entries of a [B, L-1] tensor, as ragged lists."""
+def response_values(tensor: torch.Tensor, layout: Layout) -> list[list[float]]:
+    """The per-response-token entries of a [R, W - 1] tensor, as ragged lists in sample order."""
     rows = tensor.float().cpu()
-    return [rows[i, len(p) - 1:len(p) - 1 + len(r)].tolist()
-            for i, (p, r) in enumerate(zip(batch["prompt_ids"], batch["response_ids"]))]
-
-
-def micro_batches(batch: dict[str, list], size: int) -> list[dict[str, list]]:
-    total = len(next(iter(batch.values())))
-    return [{k: v[i:i + size] for k, v in batch.items()} for i in range(0, total, size)]
+    return [rows[r, s + p - 1:s + n - 1].tolist()
+            for r, s, p, n in zip(layout.rows, layout.starts, layout.prompt_lengths, layout.lengths)]

@@ -27,8 +27,7 @@ class EngineSettings:
     total_steps: int = 1
     weight_decay: float = 0.0
     grad_clip: float = 1.0
-    micro_batch_size: int = 1
-    grad_accum_steps: int = 1
+    max_tokens_per_micro_batch: int = 4096
     world_size: int = 1
 
 
@@ -52,9 +51,12 @@ def deepspeed_config(s: EngineSettings, trainable: bool) -> dict:
     if s.offload_params and s.zero_stage == 3:
         zero["offload_param"] = {"device": "cpu", "pin_memory": s.device == "cuda"}
     config = {
-        "train_micro_batch_size_per_gpu": s.micro_batch_size,
-        "gradient_accumulation_steps": s.grad_accum_steps,
-        "train_batch_size": s.micro_batch_size * s.grad_accum_steps * s.world_size,
+        # rlsys owns accumulation: micro-batches are sized by tokens, so their number varies between steps;
+        # every backward accumulates and step() is the boundary.
+        "train_micro_batch_size_per_gpu": 1,
+        "gradient_accumulation_steps": 1,
+        "train_batch_size": s.world_size,
+        "managed_gradient_accumulation": False,
         "gradient_clipping": s.grad_clip,
         "zero_optimization": zero,
         "bf16": {"enabled": s.dtype == torch.bfloat16},
@@ -99,19 +101,21 @@ class TrainEngine:
         return self.engine is not None and self.settings.zero_stage == 3
 
     def train_step(self, micro_batches: list[dict], loss_fn: LossFn) -> dict[str, float]:
-        """One optimizer step over exactly `grad_accum_steps` micro-batches; returns averaged metrics."""
-        if len(micro_batches) != self.settings.grad_accum_steps:
-            raise ValueError(f"got {len(micro_batches)} micro-batches for {self.settings.grad_accum_steps} "
-                             "accumulation steps")
+        """One optimizer step over any number of micro-batches (the same on every rank).
+
+        Each micro-batch's loss is its share of the mini-batch mean over all ranks (loss weights), so the
+        gradients are summed here; DeepSpeed averages them over ranks, which the world size undoes.
+        Metrics are shares too and add up the same way.
+        """
         self.module.train()
         totals: dict[str, float] = {}
         for batch in micro_batches:
             batch = {k: v.to(self.settings.device) if torch.is_tensor(v) else v for k, v in batch.items()}
             loss, metrics = loss_fn(self.engine, batch)
-            self.engine.backward(loss)
-            self.engine.step()
+            self.engine.backward(loss * self.settings.world_size, scale_wrt_gas=False)
             for key, value in metrics.items():
-                totals[key] = totals.get(key, 0.0) + value / len(micro_batches)
+                totals[key] = totals.get(key, 0.0) + value
+        self.engine.step()
         grad_norm = self.engine.get_global_grad_norm()
         totals["grad_norm"] = float(grad_norm) if grad_norm is not None else float("nan")
         totals["lr"] = self.engine.get_lr()[0]

@@ -1,68 +1,100 @@
 """Loss functions the engine trains with, one per kind of training, over tensors built by `batch.py`.
 
 Each takes (model, batch, hparams) and returns (loss, metrics). Per-token tensors are aligned with the
-shifted targets: position t holds the token input_ids[:, t + 1].
+shifted targets: position t holds the token input_ids[:, t + 1]. With `loss_weight` in the batch (see
+`batch.py`) loss and metrics are this micro-batch's share of the mini-batch mean, so they add up over
+micro-batches and ranks.
 """
 from __future__ import annotations
 
-from rlsys.algorithms import (aggregate_loss, bradley_terry_loss, cross_entropy_loss, dpo_loss, entropy_from_logits,
-                              kl_loss, kl_penalty, masked_mean, masked_sum, policy_loss, token_logprobs, value_loss)
+import torch
+
+from rlsys.algorithms import (aggregate_loss, bradley_terry_loss, dpo_loss, entropy_from_logits, kl_loss, kl_penalty,
+                              masked_sum, policy_loss, token_logprobs, value_loss, weighted_mean)
+from rlsys.data.collate import IGNORE
+
+
+def model_inputs(batch: dict) -> dict:
+    """Packed rows carry position ids (attention stays inside each sequence); padded rows a mask."""
+    if "position_ids" in batch:
+        return {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+
+def selected_logprobs(logits, targets, mask, temperature: float = 1.0, entropy: str = "none"):
+    """log p(target) at the masked positions, as a [R, T] tensor (zero elsewhere), and optionally the entropy.
+
+    Only the masked positions' logits are taken to fp32 ([N, V], not another [R, T, V]); `entropy` is
+    "none", "metric" (computed without gradient) or "loss" (with gradient, for an entropy bonus).
+    """
+    picked = logits[mask].float()
+    if temperature != 1.0:
+        picked = picked / temperature  # the sampler's distribution, so ratios compare like with like
+    logp = torch.zeros(mask.shape, dtype=torch.float32, device=logits.device)
+    logp = logp.masked_scatter(mask, token_logprobs(picked, targets[mask]))
+    if entropy == "none":
+        return logp, None
+    with torch.set_grad_enabled(entropy == "loss" and torch.is_grad_enabled()):
+        values = entropy_from_logits(picked)
+    return logp, torch.zeros_like(logp).masked_scatter(mask, values)
 
 
 def lm_objective(model, batch: dict, hparams: dict):
     """Next-token cross-entropy on the labelled tokens (all tokens when pretraining, assistant turns in SFT)."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    loss, tokens = cross_entropy_loss(logits[:, :-1], batch["labels"][:, 1:])
-    return loss, {"loss": loss.item(), "tokens": float(tokens)}
+    logits = model(**model_inputs(batch)).logits[:, :-1]
+    labels = batch["labels"]
+    mask = labels != IGNORE
+    logp, _ = selected_logprobs(logits, labels.clamp(min=0), mask)
+    weights = batch.get("loss_weight")
+    loss = -(aggregate_loss(logp, mask, "token_mean", weights=weights))
+    return loss, {"loss": loss.item(), "tokens": float(mask.sum())}
 
 
-def response_logprobs(model, batch: dict, temperature: float = 1.0, with_entropy: bool = False):
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
-    if temperature != 1.0:
-        logits = logits / temperature  # the sampler's distribution, so ratios compare like with like
-    logp = token_logprobs(logits, batch["input_ids"][:, 1:])
-    return logp, (entropy_from_logits(logits) if with_entropy else None)
+def response_logprobs(model, batch: dict, temperature: float = 1.0, entropy: str = "none"):
+    logits = model(**model_inputs(batch)).logits[:, :-1]
+    mask = batch["response_mask"] > 0
+    return selected_logprobs(logits, batch["input_ids"][:, 1:], mask, temperature, entropy)
 
 
 def policy_objective(model, batch: dict, hparams: dict):
     """Clipped surrogate on response tokens, plus KL to the reference as a loss (GRPO) and an entropy bonus."""
-    mask = batch["response_mask"]
-    logp, entropy = response_logprobs(model, batch, hparams.get("temperature", 1.0), with_entropy=True)
+    mask, weights = batch["response_mask"], batch.get("loss_weight")
+    entropy_coef = hparams.get("entropy_coef", 0.0)
+    logp, entropy = response_logprobs(model, batch, hparams.get("temperature", 1.0),
+                                      entropy="loss" if entropy_coef > 0 else "metric")
     # On-policy (one update per batch) the sampling policy is this one: no separate forward pass needed.
     old_logp = batch["old_logp"] if "old_logp" in batch else logp.detach()
-    loss, metrics = policy_loss(logp, old_logp, batch["advantages"], mask,
-                                clip_low=hparams["clip_low"], clip_high=hparams["clip_high"],
-                                aggregation=hparams["aggregation"], max_len=hparams.get("max_len"),
-                                dual_clip=hparams.get("dual_clip"))
+    aggregation = {"aggregation": hparams["aggregation"], "max_len": hparams.get("max_len"), "weights": weights}
+    loss, metrics = policy_loss(logp, old_logp, batch["advantages"], mask, clip_low=hparams["clip_low"],
+                                clip_high=hparams["clip_high"], dual_clip=hparams.get("dual_clip"), **aggregation)
     metrics = {"policy_loss": loss.item(), **metrics}
     if "ref_logp" in batch:  # k3: unbiased and never negative
-        metrics["kl"] = masked_mean(kl_penalty(old_logp, batch["ref_logp"], "k3"), mask).item()
+        metrics["kl"] = weighted_mean(kl_penalty(old_logp, batch["ref_logp"], "k3"), mask, weights).item()
     if hparams.get("kl_loss_coef", 0.0) > 0 and "ref_logp" in batch:
-        kl = kl_loss(logp, batch["ref_logp"], mask, estimator=hparams["kl_estimator"],
-                     aggregation=hparams["aggregation"], max_len=hparams.get("max_len"))
+        kl = kl_loss(logp, batch["ref_logp"], mask, estimator=hparams["kl_estimator"], **aggregation)
         loss = loss + hparams["kl_loss_coef"] * kl
         metrics["kl_loss"] = kl.item()
-    entropy_mean = aggregate_loss(entropy, mask, hparams["aggregation"], hparams.get("max_len"))
-    if hparams.get("entropy_coef", 0.0) > 0:
-        loss = loss - hparams["entropy_coef"] * entropy_mean
+    entropy_mean = aggregate_loss(entropy, mask, hparams["aggregation"], hparams.get("max_len"), weights)
+    if entropy_coef > 0:
+        loss = loss - entropy_coef * entropy_mean
     metrics["entropy"] = entropy_mean.item()
     return loss, metrics
 
 
 def value_objective(model, batch: dict, hparams: dict):
     """Clipped value regression on response positions (the state before each response token)."""
-    values = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1, 0].float()
-    loss, metrics = value_loss(values, batch["old_values"], batch["returns"], batch["response_mask"],
-                               clip_range=hparams["value_clip"], aggregation=hparams["aggregation"],
-                               max_len=hparams.get("max_len"))
+    values = model(**model_inputs(batch)).logits[:, :-1, 0].float()
+    mask, weights = batch["response_mask"], batch.get("loss_weight")
+    loss, metrics = value_loss(values, batch["old_values"], batch["returns"], mask, clip_range=hparams["value_clip"],
+                               aggregation=hparams["aggregation"], max_len=hparams.get("max_len"), weights=weights)
     metrics = {"value_loss": loss.item(), **metrics,
-               "value_error": masked_mean((values - batch["returns"]).abs(), batch["response_mask"]).item()}
+               "value_error": weighted_mean((values - batch["returns"]).abs(), mask, weights).item()}
     return loss, metrics
 
 
 def sequence_scores(model, batch: dict):
     """A reward model's score of each whole sequence (its head on the last non-padding token)."""
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0].float()
+    return model(**model_inputs(batch)).logits[:, 0].float()
 
 
 def response_logprob_totals(logp, mask, average: bool = False):
@@ -75,7 +107,15 @@ def pairwise_objective(model, batch: dict, hparams: dict):
     """Bradley-Terry: the reward model should score the chosen response above the rejected one."""
     chosen, rejected = sequence_scores(model, batch).chunk(2)
     loss, metrics = bradley_terry_loss(chosen, rejected, hparams.get("margin", 0.0))
-    return loss, {"loss": loss.item(), **metrics}
+    return pair_share(loss, {"loss": loss.item(), **metrics}, batch)
+
+
+def pair_share(loss, metrics: dict[str, float], batch: dict):
+    """A micro-batch's pair-mean loss and metrics scaled to its share of the mini-batch's pairs."""
+    if "loss_weight" not in batch:
+        return loss, metrics
+    share = batch["loss_weight"].sum()
+    return loss * share, {k: v * share.item() for k, v in metrics.items()}
 
 
 def dpo_objective(model, batch: dict, hparams: dict):
@@ -91,7 +131,7 @@ def dpo_objective(model, batch: dict, hparams: dict):
     metrics["chosen_nll"] = chosen_nll.item()
     if hparams.get("nll_coef", 0.0) > 0:
         loss = loss + hparams["nll_coef"] * chosen_nll
-    return loss, {"loss": loss.item(), **metrics}
+    return pair_share(loss, {"loss": loss.item(), **metrics}, batch)
 
 
 OBJECTIVES = {"lm": lm_objective, "policy": policy_objective, "value": value_objective,

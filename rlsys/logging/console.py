@@ -1,4 +1,5 @@
-"""Progress on the terminal: a rich bar (step, ETA, loss, tokens/s) on a TTY, plain lines otherwise."""
+"""Progress on the terminal: a rich bar (step, ETA, loss, tokens/s) on a TTY, otherwise a plain line every few
+seconds (and at evaluations and the last step); every step is in metrics.jsonl either way."""
 from __future__ import annotations
 
 import sys
@@ -13,8 +14,9 @@ def _summary(metrics: dict[str, float]) -> str:
 
 
 class ConsoleSink:
-    def __init__(self, title: str, total_steps: int, start_step: int = 0, every: int = 1):
+    def __init__(self, title: str, total_steps: int, start_step: int = 0, every: int = 1, interval_s: float = 5.0):
         self.total, self.every, self.start_time, self.start_step = total_steps, every, time.time(), start_step
+        self.interval_s, self.last_line = interval_s, 0.0
         self.progress = None
         if sys.stdout.isatty():
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -28,7 +30,9 @@ class ConsoleSink:
     def log(self, step: int, metrics: dict[str, float]) -> None:
         if self.progress is not None:
             self.progress.update(self.task, completed=step, info=_summary(metrics))
-        elif step % self.every == 0 or step == self.total or "eval/accuracy" in metrics:
+        elif (step % self.every == 0 and time.time() - self.last_line >= self.interval_s) or step == self.total \
+                or "eval/accuracy" in metrics:
+            self.last_line = time.time()
             elapsed = time.time() - self.start_time
             rate = (step - self.start_step) / elapsed if elapsed > 0 else 0.0
             eta = (self.total - step) / rate if rate > 0 else float("nan")

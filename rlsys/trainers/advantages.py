@@ -10,8 +10,9 @@ from rlsys.algorithms import (broadcast_to_tokens, gae, group_normalized_advanta
 def estimate_advantages(algo, scores: torch.Tensor, mask: torch.Tensor, old_logp: torch.Tensor,
                         ref_logp: torch.Tensor, values: torch.Tensor | None, kl_coef: float):
     """(advantages [N, T], returns [N, T] or None). With `kl_in_reward` the KL penalty is part of the reward."""
-    kl = kl_penalty(old_logp, ref_logp, algo.kl_estimator) * mask if algo.kl_in_reward else None
-    coef = kl_coef if algo.kl_in_reward else 0.0
+    penalised = algo.kl_in_reward and ref_logp is not None  # no reference runs when algo.kl_coef is 0
+    kl = kl_penalty(old_logp, ref_logp, algo.kl_estimator) * mask if penalised else None
+    coef = kl_coef if penalised else 0.0
     if algo.advantage == "gae":
         token_rewards = token_level_rewards(scores, mask, kl, coef)
         advantages, returns = gae(token_rewards, values, mask, algo.gamma, algo.lam)

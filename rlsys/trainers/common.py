@@ -114,14 +114,13 @@ class Checkpoints:
         return json.loads((folder / "trainer_state.json").read_text())
 
 
-def engine_settings(cfg, *, micro_batch_size: int, grad_accum_steps: int, lr: float | None = None,
-                    warmup_steps: int | None = None) -> dict:
+def engine_settings(cfg, *, lr: float | None = None, warmup_steps: int | None = None) -> dict:
     t = cfg.trainer
     return dict(zero_stage=cfg.deepspeed.zero_stage, offload_optimizer=cfg.deepspeed.offload_optimizer,
                 offload_params=cfg.deepspeed.offload_params, lr=lr or t.lr, min_lr_ratio=t.min_lr_ratio,
                 lr_schedule=t.lr_schedule, warmup_steps=t.warmup_steps if warmup_steps is None else warmup_steps,
                 total_steps=t.max_steps, weight_decay=t.weight_decay, grad_clip=t.grad_clip,
-                micro_batch_size=micro_batch_size, grad_accum_steps=grad_accum_steps)
+                max_tokens_per_micro_batch=t.max_tokens_per_micro_batch)
 
 
 def start_train_group(role: str, cfg, model_path: str, device: str, *, trainable: bool, engine: dict,
@@ -133,16 +132,17 @@ def start_train_group(role: str, cfg, model_path: str, device: str, *, trainable
     resources = resources or cfg.cluster[role]
     placement = placement or place_group(role, resources, device, cfg.cluster)
     spec = WorkerSpec(role=role, model_path=model_path, device=device, dtype=cfg.model.dtype, trainable=trainable,
-                      seed=cfg.seed, cpu_threads=max(1, int(resources.cpus_per_rank)),
+                      seed=cfg.seed, cpu_threads=max(1, int(resources.cpus_per_rank)), max_length=cfg.data.max_length,
                       gradient_checkpointing=cfg.model.gradient_checkpointing,
                       lora=OmegaConf.to_object(cfg.model.lora) if role == "policy" else None, engine=engine)
     env = {"TORCH_CUDA_ARCH_LIST": os.environ.get("TORCH_CUDA_ARCH_LIST", "9.0")} if device == "cuda" else {}
-    group = ActorGroup(role, TrainWorker, placement, spec, env=env)
+    group = ActorGroup(role, TrainWorker, placement, spec, env=env,
+                       max_tokens_per_micro_batch=cfg.trainer.max_tokens_per_micro_batch)
     master_addr, master_port = ray.get(group.actors[0].node_address.remote())
     ray.get([actor.setup.remote(rank, group.world_size, master_addr, master_port)
              for rank, actor in enumerate(group.actors)])
     return group
 
 
-def mean_metrics(per_rank: list[dict[str, float]]) -> dict[str, float]:
-    return {k: sum(m[k] for m in per_rank) / len(per_rank) for k in per_rank[0]}
+def mean_metrics(results: list[dict[str, float]]) -> dict[str, float]:
+    return {k: sum(m[k] for m in results) / len(results) for k in results[0]}

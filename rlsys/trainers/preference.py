@@ -61,13 +61,12 @@ class PreferenceController:
             gpus += c.reference.num_ranks * c.reference.gpus_per_rank
         connect(c, cpus_needed=cpus)
         check_capacity(self.device, gpus)
-        grad_accum = t.batch_size // (t.micro_batch_size * c.policy.num_ranks)
-        engine = engine_settings(cfg, micro_batch_size=t.micro_batch_size, grad_accum_steps=grad_accum)
+        engine = engine_settings(cfg)
         role = "policy" if self.dpo else "reward"
         self.model = start_train_group(role, cfg, self.model_path, self.device, trainable=True, engine=engine,
                                        resources=c.policy)
         if self.dpo:
-            frozen = engine_settings(cfg, micro_batch_size=t.micro_batch_size, grad_accum_steps=1)
+            frozen = engine_settings(cfg)
             self.reference = start_train_group("reference", cfg, self.model_path, self.device, trainable=False,
                                                engine=frozen)
 
@@ -92,7 +91,7 @@ class PreferenceController:
         pairs = batch_at(self.pairs, step, self.cfg.trainer.batch_size, self.cfg.seed)
         if self.dpo:
             pairs.update(self.reference_logps(pairs))
-        result = mean_metrics(self.model.train(pairs, "dpo" if self.dpo else "pairwise", self.hparams))
+        result = self.model.train(pairs, "dpo" if self.dpo else "pairwise", self.hparams)
         elapsed = time.perf_counter() - began
         tokens = sum(len(p) * 2 + len(c) + len(r)
                      for p, c, r in zip(pairs["prompt_ids"], pairs["chosen_ids"], pairs["rejected_ids"]))

@@ -69,7 +69,7 @@ class RewardActors:
 
 def start_reward_actors(cfg, device: str, started: RewardActors, judge_engines) -> RewardActors:
     """Start what the reward terms need into `started` (so a caller can kill a half-started set)."""
-    frozen = engine_settings(cfg, micro_batch_size=cfg.trainer.micro_batch_size, grad_accum_steps=1)
+    frozen = engine_settings(cfg)
     for spec in actor_reward_specs(cfg):
         if spec.type == "model" and spec.path not in started.models:
             started.models[spec.path] = start_train_group("reward", cfg, spec.path, device, trainable=False,

@@ -4,6 +4,7 @@
     rewards  = reward(prompts, completions, columns)     rules, functions, reward models, judges, remote
                (dynamic sampling: again with new prompts until every group's rewards differ)
     old, ref = policy.logprobs(samples), reference.logprobs(samples); values = critic.values(samples)
+               (concurrently, and each only when something reads it)
     adv      = advantages(rewards, old, ref, values)     pure functions in rlsys.algorithms
     policy.train(...); critic.train(...)                 mini-batches x epochs
     policy.send_weights(rollout)                         buckets through the object store
@@ -46,11 +47,12 @@ def padded(rows: list[list[float]]) -> torch.Tensor:
     return pad(rows, 0.0, dtype=torch.float32)
 
 
-def policy_hparams(cfg) -> dict:
+def policy_hparams(cfg, kl_coef: float) -> dict:
+    """What the policy and value losses read; kl_coef is the controller's current value (adaptive or fixed)."""
     a = cfg.algo
     return {"clip_low": a.clip_low, "clip_high": a.clip_high, "dual_clip": a.dual_clip,
             "aggregation": a.loss_aggregation, "max_len": cfg.rollout.max_new_tokens,
-            "kl_loss_coef": 0.0 if a.kl_in_reward else a.kl_coef, "kl_estimator": a.kl_estimator,
+            "kl_loss_coef": 0.0 if a.kl_in_reward else kl_coef, "kl_estimator": a.kl_estimator,
             "entropy_coef": a.entropy_coef, "temperature": cfg.rollout.temperature, "value_clip": a.value_clip}
 
 
@@ -62,7 +64,7 @@ def update(group, samples: dict[str, list], objective: str, hparams: dict, cfg) 
     for _ in range(cfg.algo.epochs):
         for start in range(0, total, per_update):
             mini = {k: v[start:start + per_update] for k, v in samples.items()}
-            results.append(mean_metrics(group.train(mini, objective, hparams)))
+            results.append(group.train(mini, objective, hparams))
     return mean_metrics(results)
 
 
@@ -124,15 +126,19 @@ class RLController:
             samples = {"prompt_ids": [g.prompt_ids for g in groups for _ in range(a.n_samples)],
                        "response_ids": [ids for g in groups for ids in g.response_ids]}
 
-            with timed(times, "ref"):
+            with timed(times, "ref"):  # the forward passes of different groups run at the same time
+                pending = {}
                 if self.needs_old_logp:
-                    samples["old_logp"] = roles.policy.logprobs(samples, cfg.rollout.temperature)["logp"]
-                samples["ref_logp"] = roles.reference.logprobs(samples, cfg.rollout.temperature)["logp"]
+                    pending["old_logp"] = roles.policy.submit("logprobs", samples, cfg.rollout.temperature)
+                if roles.reference:
+                    pending["ref_logp"] = roles.reference.submit("logprobs", samples, cfg.rollout.temperature)
                 if roles.critic:
-                    samples["old_values"] = roles.critic.values(samples)["values"]
+                    pending["old_values"] = roles.critic.submit("values", samples)
+                for name, call in pending.items():
+                    samples[name] = next(iter(call.result().values()))
 
             mask = padded([[1.0] * len(x) for x in samples["response_ids"]])
-            ref_logp = padded(samples["ref_logp"])
+            ref_logp = padded(samples["ref_logp"]) if roles.reference else None
             old_logp = padded(samples["old_logp"]) if self.needs_old_logp else None
             values = padded(samples["old_values"]) if roles.critic else None
             advantages, returns = estimate_advantages(a, torch.tensor(scores, dtype=torch.float32), mask,
@@ -142,20 +148,24 @@ class RLController:
 
             with timed(times, "train"):
                 critic_metrics, policy_metrics = {}, {}
+                hparams = policy_hparams(cfg, self.kl_ctl.value)
                 if roles.critic:
                     samples["returns"] = ragged(returns, lengths)
-                    critic_metrics = update(roles.critic, samples, "value", policy_hparams(cfg), cfg)
+                    critic_metrics = update(roles.critic, samples, "value", hparams, cfg)
                 if step > a.critic_warmup_steps or not roles.critic:
-                    policy_metrics = update(roles.policy, samples, "policy", policy_hparams(cfg), cfg)
+                    policy_metrics = update(roles.policy, samples, "policy", hparams, cfg)
 
             with timed(times, "sync"):
                 if roles.colocated:
                     roles.rollout.wake_up()
                 sync = roles.policy.send_weights(roles.rollout.engines, self.bucket_bytes)
 
-        kl_during_update = policy_metrics.pop("kl", 0.0)  # k3: unbiased and never negative
-        kl = masked_mean(kl_penalty(old_logp, ref_logp, "k3"), mask).item() if old_logp is not None else kl_during_update
-        self.kl_ctl.update(kl, len(lengths))
+        kl_metrics = {}
+        if roles.reference:  # k3: unbiased and never negative
+            kl_during_update = policy_metrics.pop("kl", 0.0)
+            kl = masked_mean(kl_penalty(old_logp, ref_logp, "k3"), mask).item() if old_logp is not None else kl_during_update
+            self.kl_ctl.update(kl, len(lengths))
+            kl_metrics = {"train/kl": kl, "train/kl_coef": self.kl_ctl.value}
         # rewards and responses of everything sampled: with dynamic sampling the trained groups are a biased pick
         all_scores = [s for g in sampled for s in g.scores]
         generated = [out for g in sampled for out in g.generated]
@@ -165,7 +175,7 @@ class RLController:
                for name in sampled[0].per_term},
             **{f"reward/{name}": value for name, value in self.reward.stats().items()},
             "reward/groups_with_spread": float(np.mean([g.has_spread for g in sampled])),
-            "train/kl": kl, "train/kl_coef": self.kl_ctl.value,
+            **kl_metrics,
             **{f"train/{k}": v for k, v in policy_metrics.items()},
             **{f"critic/{k}": v for k, v in critic_metrics.items()},
             "response/length_mean": float(np.mean([len(out["response_ids"]) for out in generated])),

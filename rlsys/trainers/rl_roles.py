@@ -18,7 +18,7 @@ from rlsys.trainers.reward_roles import RewardActors, actor_reward_specs, start_
 @dataclass
 class RLRoles:
     policy: ActorGroup
-    reference: ActorGroup
+    reference: ActorGroup | None  # only when a loss or reward reads the reference (algo.kl_coef > 0)
     rollout: RolloutGroup
     critic: ActorGroup | None
     colocated: bool
@@ -83,26 +83,34 @@ def cpus_needed(cfg) -> float:
         return c.policy.num_ranks * c.policy.cpus_per_rank + c.reference.num_ranks * c.reference.cpus_per_rank
     if cfg.job not in ("grpo", "ppo"):
         return c.policy.num_ranks * c.policy.cpus_per_rank
-    roles = [c.policy, c.reference] + ([c.critic] if cfg.algo.name == "ppo" else [])
-    return sum(g.num_ranks * g.cpus_per_rank for g in roles) + cfg.rollout.num_engines + reward_devices(cfg)[0]
+    return sum(g.num_ranks * g.cpus_per_rank for g in trainer_roles(cfg)) + cfg.rollout.num_engines + reward_devices(cfg)[0]
+
+
+def uses_reference(cfg) -> bool:
+    """The reference model is read only by the KL term (a loss in GRPO, a reward penalty in PPO)."""
+    return cfg.algo.kl_coef > 0
+
+
+def trainer_roles(cfg) -> list:
+    """The resources of the trainer-side groups an RL job starts: policy, then reference and critic if used."""
+    c = cfg.cluster
+    return [c.policy] + ([c.reference] if uses_reference(cfg) else []) + ([c.critic] if cfg.algo.name == "ppo" else [])
 
 
 def start_roles(cfg, model_path: str, device: str) -> RLRoles:
-    c, t, a = cfg.cluster, cfg.trainer, cfg.algo
-    uses_critic = a.name == "ppo"
-    roles = [c.policy, c.reference] + ([c.critic] if uses_critic else [])
+    c, a = cfg.cluster, cfg.algo
+    uses_critic, with_reference = a.name == "ppo", uses_reference(cfg)
     connect(c, cpus_needed=cpus_needed(cfg))
-    gpus = (sum(g.num_ranks * g.gpus_per_rank for g in roles) + cfg.rollout.num_engines * cfg.rollout.tensor_parallel_size
-            + reward_devices(cfg)[1])
+    gpus = (sum(g.num_ranks * g.gpus_per_rank for g in trainer_roles(cfg))
+            + cfg.rollout.num_engines * cfg.rollout.tensor_parallel_size + reward_devices(cfg)[1])
     check_capacity(device, c.policy.num_ranks if c.colocate else gpus)
+    sharing = 2 + with_reference + uses_critic
+    slots = shared_placement(c.policy.num_ranks, sharing, device, c)[1] if c.colocate else None
 
-    sequences = (a.mini_batch_size or t.batch_size) * a.n_samples
-    slots = shared_placement(c.policy.num_ranks, 3 + uses_critic, device, c)[1] if c.colocate else None
-
-    def trainer(role: str, trainable: bool, grad_accum: int, lr: float | None = None) -> ActorGroup:
-        engine = engine_settings(cfg, micro_batch_size=t.micro_batch_size, grad_accum_steps=grad_accum, lr=lr)
+    def trainer(role: str, trainable: bool, lr: float | None = None) -> ActorGroup:
         placement = slots(c[role].num_ranks) if slots else None
-        return start_train_group(role, cfg, model_path, device, trainable=trainable, engine=engine, placement=placement)
+        return start_train_group(role, cfg, model_path, device, trainable=trainable,
+                                 engine=engine_settings(cfg, lr=lr), placement=placement)
 
     env = {"VLLM_CPU_OMP_THREADS_BIND": "nobind"} if device == "cpu" else {}
 
@@ -113,17 +121,21 @@ def start_roles(cfg, model_path: str, device: str) -> RLRoles:
     started: dict = {}  # killed again if a later role cannot start
     rewards = RewardActors()
     try:
-        started["policy"] = trainer("policy", True, sequences // (t.micro_batch_size * c.policy.num_ranks))
-        started["reference"] = trainer("reference", False, 1)
+        if not c.colocate:  # vLLM loads in the background while the trainers set up
+            started["rollout"] = rollout()
+        started["policy"] = trainer("policy", True)
+        if with_reference:
+            started["reference"] = trainer("reference", False)
         if uses_critic:
-            started["critic"] = trainer("critic", True, sequences // (t.micro_batch_size * c.critic.num_ranks),
-                                        lr=a.critic_lr)
-        started["rollout"] = rollout()
+            started["critic"] = trainer("critic", True, lr=a.critic_lr)
+        if c.colocate:  # on a shared device vLLM sizes its cache from what the trainers left free
+            started["rollout"] = rollout()
         start_reward_actors(cfg, device, rewards, lambda: start_judge_engines(cfg, device))
+        started["rollout"].wait_ready()
     except BaseException:
         for group in started.values():
             group.kill()
         rewards.kill()
         raise
-    return RLRoles(policy=started["policy"], reference=started["reference"], rollout=started["rollout"],
+    return RLRoles(policy=started["policy"], reference=started.get("reference"), rollout=started["rollout"],
                    critic=started.get("critic"), colocated=c.colocate, rewards=rewards)

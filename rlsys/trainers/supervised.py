@@ -12,8 +12,7 @@ from actors.cluster import check_capacity, connect, resolve_device
 from rlsys.data.job_data import encode_prompts, pretrain_blocks, prompt_rows, sft_examples
 from rlsys.errors import DataError
 from rlsys.models.builders import load_tokenizer
-from rlsys.trainers.common import (Checkpoints, base_model_path, engine_settings, mean_metrics, prepare_output_dir,
-                                   start_train_group)
+from rlsys.trainers.common import Checkpoints, base_model_path, engine_settings, prepare_output_dir, start_train_group
 from rlsys.trainers.evaluate import evaluate_accuracy
 from rlsys.trainers.loop import run_steps
 
@@ -33,7 +32,10 @@ def batch_at(examples: list[dict], step: int, batch_size: int, seed: int, indice
 def load_examples(cfg, tokenizer) -> list[dict]:
     if cfg.job == "pretrain":
         return [{"input_ids": block, "labels": block} for block in pretrain_blocks(cfg, tokenizer)]
-    return [{"input_ids": ids, "labels": labels} for ids, labels in sft_examples(cfg, tokenizer)]
+    examples = sft_examples(cfg, tokenizer)
+    if cfg.data.packing:  # several conversations per sequence, each with its own positions
+        return [{"input_ids": ids, "labels": labels, "position_ids": positions} for ids, labels, positions in examples]
+    return [{"input_ids": ids, "labels": labels} for ids, labels in examples]
 
 
 class SupervisedController:
@@ -52,13 +54,11 @@ class SupervisedController:
         self.policy = None
 
     def start(self) -> None:
-        cfg, t, ranks = self.cfg, self.cfg.trainer, self.cfg.cluster.policy
+        cfg, ranks = self.cfg, self.cfg.cluster.policy
         connect(cfg.cluster, cpus_needed=ranks.num_ranks * ranks.cpus_per_rank)
         check_capacity(self.device, ranks.num_ranks * ranks.gpus_per_rank)
-        grad_accum = t.batch_size // (t.micro_batch_size * ranks.num_ranks)
         self.policy = start_train_group("policy", cfg, self.model_path, self.device, trainable=True,
-                                        engine=engine_settings(cfg, micro_batch_size=t.micro_batch_size,
-                                                               grad_accum_steps=grad_accum))
+                                        engine=engine_settings(cfg))
 
     def stop(self) -> None:
         if self.policy is not None:
@@ -71,7 +71,7 @@ class SupervisedController:
     def step(self, step: int) -> dict[str, float]:
         began = time.perf_counter()
         batch = batch_at(self.examples, step, self.cfg.trainer.batch_size, self.cfg.seed)
-        result = mean_metrics(self.policy.train(batch, "lm", {}))
+        result = self.policy.train(batch, "lm", {})
         elapsed = time.perf_counter() - began
         tokens = sum(len(ids) for ids in batch["input_ids"])
         return {"train/loss": result["loss"], "train/grad_norm": result["grad_norm"], "train/lr": result["lr"],

@@ -46,7 +46,8 @@ def test_submit_places_rollout_and_trainers_on_the_nodes_the_config_names(two_no
     command = [sys.executable, "-m", "launchers.cli", "submit", "--address", address, "grpo", f"output_dir={out}",
                "trainer.max_steps=2", "trainer.eval_every=0", "trainer.eval_samples=8", "logger=[jsonl]",
                "cluster.placement_strategy=SPREAD", "cluster.node_labels.rollout=node_a",
-               "cluster.node_labels.policy=node_b", "cluster.node_labels.reference=node_b"]
+               "cluster.node_labels.policy=node_b", "cluster.node_labels.reference=node_b",
+               "algo.kl_coef=0.02"]  # a KL term, so a reference runs (and is placed) too
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900,
                             cwd=Path(__file__).resolve().parents[2])
     assert "rlsys: submitted" in result.stdout

@@ -29,8 +29,9 @@ COMPARED = ("train/policy_loss", "train/grad_norm", "train/entropy", "train/kl",
 
 
 def grpo(pretrained, out, *overrides: str) -> list[dict]:
+    # a KL loss, so the reference actor runs (and is killed below) and its state must resume exactly too
     return run_job("grpo", out, f"model.path={pretrained[0] / 'checkpoints' / 'final'}", "trainer.save_every=2",
-                   "trainer.eval_every=0", "trainer.eval_samples=8", *overrides)
+                   "trainer.eval_every=0", "trainer.eval_samples=8", "algo.kl_coef=0.02", *overrides)
 
 
 def assert_same_steps(expected: list[dict], actual: list[dict], first_step: int) -> None:

@@ -17,7 +17,7 @@ def reward_model(sft_model, tmp_path_factory):
     """A reward model trained from the session's SFT checkpoint (a shortened preset: 300 steps of 64 pairs)."""
     out = tmp_path_factory.mktemp("rm")
     metrics = run_job("rm", out, f"model.path={sft_model[0] / 'checkpoints' / 'final'}", "trainer.max_steps=300",
-                      "trainer.batch_size=64", "trainer.micro_batch_size=32", "trainer.eval_every=150")
+                      "trainer.batch_size=64", "trainer.eval_every=150")
     return out, metrics
 
 
@@ -60,8 +60,7 @@ def test_grpo_with_a_reward_model_and_a_self_judge_runs_end_to_end(reward_model,
                       f"reward=[{{type:model,name:rm,path:'{rm}'}},{{type:judge,weight:0.5}}]",
                       "judge.model=policy", "judge.template='{prompt} {completion} ='", "judge.max_score=200",
                       "judge.max_parse_failure_rate=1.0", "trainer.max_steps=3", "trainer.eval_every=0",
-                      "trainer.eval_samples=20", "algo.n_samples=4", "trainer.batch_size=8",
-                      "trainer.micro_batch_size=16")
+                      "trainer.eval_samples=20", "algo.n_samples=4", "trainer.batch_size=8")
     steps = [m for m in metrics if "reward/mean" in m]
     assert len(steps) == 3
     for key in ("reward/rm", "reward/judge", "reward/judge_parse_failures"):

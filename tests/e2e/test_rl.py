@@ -32,18 +32,18 @@ def test_grpo_raises_the_reward(grpo_run):
     assert after >= before + 0.25, f"reward/mean {before:.3f} -> {after:.3f}"
 
 
-def test_policy_reference_and_rollout_run_in_separate_actors(grpo_run):
+def test_policy_and_rollout_run_in_separate_actors_and_no_reference_without_kl(grpo_run):
     placement = json.loads((grpo_run[0] / "placement.json").read_text())
+    assert "reference" not in placement, "with algo.kl_coef=0 nothing reads a reference model"
     pids = {role: {a["pid"] for a in actors} for role, actors in placement.items()}
-    assert len(pids["policy"]) == 2 and len(pids["reference"]) == 1 and len(pids["rollout"]) == 1
-    assert not (pids["policy"] & pids["reference"]) and not (pids["policy"] & pids["rollout"])
+    assert len(pids["policy"]) == 2 and len(pids["rollout"]) == 1 and not (pids["policy"] & pids["rollout"])
     groups = {role: {a["placement_group"] for a in actors} for role, actors in placement.items()}
-    assert len(set.union(*groups.values())) == 3, "each role on its own placement group"
+    assert len(set.union(*groups.values())) == 2, "each role on its own placement group"
 
 
 def test_grpo_metrics_are_complete(grpo_run):
     step = grpo_run[1][-1]
-    for key in ("reward/mean", "reward/std", "train/kl", "train/entropy", "train/clip_frac", "response/length_mean",
+    for key in ("reward/mean", "reward/std", "train/entropy", "train/clip_frac", "response/length_mean",
                 "perf/gen_s", "perf/score_s", "perf/ref_s", "perf/train_s", "perf/sync_s", "perf/step_s",
                 "perf/gen_tokens_per_s", "eval/accuracy"):
         assert step.get(key) is not None, key
@@ -59,6 +59,11 @@ def test_dynamic_sampling_draws_more_prompts_when_groups_agree(grpo_run):
 
 def test_ppo_value_loss_falls_and_reward_rises(sft_model, tmp_path):
     metrics = run_job("ppo", tmp_path, f"model.path={sft_model[0] / 'checkpoints' / 'final'}", SHAPED, *RL_STEPS)
+    placement = json.loads((tmp_path / "placement.json").read_text())
+    pids = {role: {a["pid"] for a in actors} for role, actors in placement.items()}
+    assert len(pids["reference"]) == 1 and len(pids["critic"]) == 1, "PPO's KL penalty reads the reference"
+    assert len(set.union(*pids.values())) == sum(map(len, pids.values())), "every role in actors of its own"
+    assert all("train/kl" in m for m in metrics if "reward/mean" in m)
     value_losses = [m["critic/value_loss"] for m in metrics if "critic/value_loss" in m]
     assert sum(value_losses[-5:]) < 0.5 * sum(value_losses[:5]), "the critic learns the returns"
     before, after = reward_gain(metrics)

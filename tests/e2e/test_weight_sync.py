@@ -5,7 +5,7 @@ import torch
 TOLERANCE = 2e-4  # max |logp_engine - logp_trainer| per token, fp32 on CPU
 
 
-def start_policy(tiny_model: str, zero_stage: int, lr: float = 5e-2):
+def start_policy(tiny_model: str, zero_stage: int, lr: float = 5e-2, max_tokens: int = 4096, ranks: int = 2):
     from omegaconf import OmegaConf
 
     from actors.group import Placement, create_placement
@@ -15,9 +15,10 @@ def start_policy(tiny_model: str, zero_stage: int, lr: float = 5e-2):
     cfg = OmegaConf.structured(JobConfig)
     cfg.deepspeed.zero_stage = zero_stage
     cfg.trainer.lr, cfg.trainer.warmup_steps, cfg.trainer.lr_schedule = lr, 0, "constant"
-    placement = Placement(create_placement(2, gpus=0, cpus=1), [0, 1], num_gpus=0, num_cpus=1)
+    cfg.trainer.max_tokens_per_micro_batch = max_tokens
+    placement = Placement(create_placement(ranks, gpus=0, cpus=1), list(range(ranks)), num_gpus=0, num_cpus=1)
     return start_train_group("policy", cfg, tiny_model, "cpu", trainable=True, placement=placement,
-                             engine=engine_settings(cfg, micro_batch_size=2, grad_accum_steps=1))
+                             engine=engine_settings(cfg))
 
 
 def fixed_batch():

@@ -40,8 +40,11 @@ def test_pack_texts_makes_full_blocks_with_eos():
 def test_pack_examples_respects_max_length():
     examples = [([1] * 3, [1] * 3), ([2] * 4, [2] * 4), ([3] * 2, [3] * 2)]
     packed = pack_examples(examples, max_length=6)
-    assert [len(ids) for ids, _ in packed] == [3, 6]
-    assert packed[1][0] == [2, 2, 2, 2, 3, 3]
+    assert [len(ids) for ids, _, _ in packed] == [3, 6]
+    ids, labels, positions = packed[1]
+    assert ids == [2, 2, 2, 2, 3, 3]
+    assert positions == [0, 1, 2, 3, 0, 1]  # positions restart: the second example does not see the first
+    assert labels == [IGNORE, 2, 2, 2, IGNORE, 3]
 
 
 def test_pad_left_and_right():
@@ -52,9 +55,19 @@ def test_pad_left_and_right():
 def test_rl_batch_places_token_fields_at_predicting_positions():
     batch = {"prompt_ids": [[10, 11, 12], [20]], "response_ids": [[13, 14], [21, 22, 23]],
              "advantages": [[1.0, 2.0], [3.0, 4.0, 5.0]]}
-    t = to_tensors(batch, pad_id=0)
-    assert t["input_ids"].tolist() == [[10, 11, 12, 13, 14], [20, 21, 22, 23, 0]]
+    t, layout = to_tensors(batch, pad_id=0)
+    assert t["input_ids"].tolist() == [[10, 11, 12, 13, 14, 20, 21, 22, 23]]  # packed, no padding
+    assert t["position_ids"].tolist() == [[0, 1, 2, 3, 4, 0, 1, 2, 3]]
     # position t predicts input_ids[t + 1]: response token 13 is predicted at position 2
-    assert t["response_mask"].tolist() == [[0, 0, 1, 1], [1, 1, 1, 0]]
-    assert t["advantages"].tolist() == [[0, 0, 1, 2], [3, 4, 5, 0]]
-    assert response_values(t["advantages"], batch) == batch["advantages"]
+    assert t["response_mask"].tolist() == [[0, 0, 1, 1, 0, 1, 1, 1]]
+    assert t["advantages"].tolist() == [[0, 0, 1, 2, 0, 3, 4, 5]]
+    assert response_values(t["advantages"], layout) == batch["advantages"]
+
+
+def test_rows_are_cut_at_row_tokens_and_padding_is_a_sequence_of_its_own():
+    batch = {"input_ids": [[1, 2, 3], [4, 5], [6, 7, 8, 9]], "labels": [[1, 2, 3], [4, 5], [6, 7, 8, 9]]}
+    t, _ = to_tensors(batch, pad_id=0, row_tokens=5)
+    assert t["input_ids"].tolist() == [[1, 2, 3, 4, 5], [6, 7, 8, 9, 0]]
+    assert t["position_ids"].tolist() == [[0, 1, 2, 0, 1], [0, 1, 2, 3, 0]]
+    # a sequence's first token is never a target (the token before it belongs to another sequence)
+    assert t["labels"].tolist() == [[2, 3, IGNORE, 5], [7, 8, 9, IGNORE]]

@@ -16,7 +16,7 @@ def rlsys(*args: str) -> subprocess.CompletedProcess:
     ("trainer.max_stepz=3", "unknown config key 'trainer.max_stepz'. Did you mean 'trainer.max_steps'?"),
     ("trainer.max_steps=abc", "config key 'trainer.max_steps' cannot be 'abc'"),
     ("trainer.batch_size=-4", "trainer.batch_size must be positive, got -4"),
-    ("trainer.micro_batch_size=5", "must be a multiple of trainer.micro_batch_size x cluster.policy.num_ranks"),
+    ("trainer.max_tokens_per_micro_batch=100", "must hold one sequence of data.max_length (128) tokens"),
     ("algo.kl_estimator=k9", "config key 'algo.kl_estimator' is 'k9'; allowed: k1, k2, k3"),
     ("optimiser.lr=1", "unknown config key 'optimiser'"),
 ])
@@ -33,7 +33,7 @@ def test_more_devices_than_the_cluster_offers():
     from rlsys.trainers import supervised
 
     cfg = to_typed(compose_job("sft", ["cluster.device=cuda", "cluster.num_gpus=1", "cluster.policy.num_ranks=4",
-                                       "trainer.batch_size=256", "trainer.micro_batch_size=64",
+                                       "trainer.batch_size=256",
                                        "output_dir=/tmp/rlsys_test_devices"]))
     import ray
 
@@ -51,9 +51,9 @@ def test_dynamic_sampling_needs_group_advantages():
     assert to_typed(compose_job("grpo", ["algo.dynamic_sampling=true"])).algo.max_sample_rounds == 3
 
 
-def test_micro_batch_must_divide_rl_update():
-    with pytest.raises(ConfigError, match="algo.mini_batch_size x algo.n_samples"):
-        to_typed(compose_job("grpo", ["trainer.batch_size=3", "algo.n_samples=3", "trainer.micro_batch_size=2"]))
+def test_mini_batch_must_divide_rl_batch():
+    with pytest.raises(ConfigError, match="algo.mini_batch_size .* must divide trainer.batch_size"):
+        to_typed(compose_job("grpo", ["trainer.batch_size=3", "algo.mini_batch_size=2"]))
 
 
 def test_help_lists_every_job_and_cfg_job_prints_config():

@@ -54,8 +54,10 @@ def test_grpo_rayjob_is_valid_and_sized_from_the_roles():
     assert manifest["kind"] == "RayJob" and manifest["spec"]["shutdownAfterJobFinishes"] is True
     assert manifest["spec"]["ttlSecondsAfterFinished"] > 0
     assert cluster_spec(manifest)["rayVersion"] == "2.60.0"
-    group = workers(manifest)  # policy 2 + reference 1 + rollout 1 x tp 1
+    group = workers(manifest)  # policy 2 + rollout 2 x tp 1; no reference without a KL term
     assert (group["replicas"], gpus_of(group["template"]), group["rayStartParams"]["num-gpus"]) == (1, 4, "4")
+    with_kl = workers(rayjob("grpo", GRPO + ["algo.kl_coef=0.05"]))  # + the reference
+    assert gpus_of(with_kl["template"]) == 5
     assert gpus_of(cluster_spec(manifest)["headGroupSpec"]["template"]) == 0
 
 
@@ -107,7 +109,7 @@ def test_raycluster_is_valid_and_carries_the_command():
     assert_valid(manifest)
     assert manifest["kind"] == "RayCluster"
     assert manifest["metadata"]["annotations"]["rlsys/entrypoint"].startswith("rlsys pipeline ")
-    assert gpus_of(workers(manifest)["template"]) == 4  # the largest stage: GRPO
+    assert gpus_of(workers(manifest)["template"]) == 4  # the largest stage: GRPO (policy 2 + rollout 2)
 
 
 def test_cli_prints_yaml(capsys):

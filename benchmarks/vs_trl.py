@@ -1,0 +1,176 @@
+"""TRL's GRPOTrainer against `rlsys grpo`: same SFT checkpoint, data, reward and settings, in one run.
+
+    python benchmarks/vs_trl.py model.path=outputs/pipeline/sft/checkpoints/final [--steps 450] [--only trl|rlsys]
+                                [overrides...]
+
+Each side is its own process, timed whole (start-up included): TRL 1.16 with transformers generation on CPU,
+installed on first use into outputs/.peers (it is no dependency of rlsys), and `rlsys grpo` with its Ray actors,
+vLLM and DeepSpeed. TRL reads its settings from the same composed rlsys config (32 prompts x 8 samples, one
+optimizer update a step, no KL, clip 0.2, token-mean loss, group-std advantages), so an override such as
+rollout.max_new_tokens=16 applies to both. Both score held-out greedy completions with rlsys's `answer_match`.
+Prints both wall times and accuracies and the ratio rlsys / TRL; writes outputs/vs_trl/result.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TRL_VERSION = "1.16.0"
+TRL_DIR = Path("outputs/.peers") / f"trl-{TRL_VERSION}"
+OUT = Path("outputs/vs_trl")
+SETTINGS = ["trainer.batch_size=32", "algo.n_samples=8", "rollout.max_new_tokens=8", "trainer.lr=1.5e-4",
+            "algo.kl_coef=0.0", "algo.clip_low=0.2", "algo.clip_high=0.2", "algo.loss_aggregation=token_mean",
+            "algo.scale_by_std=true", "algo.dynamic_sampling=false", "trainer.eval_every=0", "logger=[jsonl]",
+            "resume=false"]
+TRL_LOSS = {"token_mean": "dapo", "seq_mean_token_mean": "grpo", "seq_mean_token_sum_norm": "dr_grpo"}
+
+
+def greedy(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, chunk: int = 64) -> list[list[int]]:
+    """Greedy response ids, left-padded batches, cut after EOS: what rlsys's evaluation generates."""
+    import torch
+
+    from rlsys.data.collate import pad
+
+    model.eval()
+    responses = []
+    for start in range(0, len(prompts), chunk):
+        batch = prompts[start:start + chunk]
+        ids = pad(batch, tokenizer.pad_token_id, left=True)
+        mask = pad([[1] * len(p) for p in batch], 0, left=True)
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        for row in out[:, ids.shape[1]:].tolist():
+            responses.append(row[: row.index(tokenizer.eos_token_id) + 1] if tokenizer.eos_token_id in row else row)
+    return responses
+
+
+def trl_worker(result_file: str, overrides: list[str]) -> None:
+    """The TRL side, in its own process (PYTHONPATH holds TRL): train, evaluate, write the result."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import GRPOConfig, GRPOTrainer
+
+    from rlsys.config.compose import compose_job
+    from rlsys.config.validate import to_typed
+    from rlsys.data.job_data import encode_prompts, prompt_rows
+    from rlsys.models.builders import load_tokenizer
+    from rlsys.rewards import answer_match
+    from rlsys.trainers.evaluate import evaluate_accuracy
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    cfg = to_typed(compose_job("grpo", overrides))
+    a, r, t = cfg.algo, cfg.rollout, cfg.trainer
+
+    def reward(prompts, completions, answer, **_):  # conversational: each completion is [assistant message]
+        return answer_match([""] * len(completions), [c[-1]["content"] for c in completions], answer)
+
+    args = GRPOConfig(
+        output_dir=str(OUT / "trl"), use_cpu=True, bf16=False, fp16=False, seed=cfg.seed, report_to="none",
+        save_strategy="no", eval_strategy="no", logging_steps=t.max_steps, disable_tqdm=True,
+        gradient_checkpointing=cfg.model.gradient_checkpointing, max_steps=t.max_steps,
+        # one generation of batch_size prompts x n_samples a step, trained on in one optimizer update
+        per_device_train_batch_size=t.batch_size * a.n_samples, gradient_accumulation_steps=1, steps_per_generation=1,
+        num_iterations=a.epochs, num_generations=a.n_samples, max_completion_length=r.max_new_tokens,
+        temperature=r.temperature, top_p=r.top_p, top_k=max(r.top_k, 0),
+        learning_rate=t.lr, lr_scheduler_type=t.lr_schedule, warmup_steps=t.warmup_steps,
+        weight_decay=t.weight_decay, max_grad_norm=t.grad_clip,
+        beta=a.kl_coef, epsilon=a.clip_low, epsilon_high=a.clip_high, loss_type=TRL_LOSS[a.loss_aggregation],
+        scale_rewards="group" if a.scale_by_std else "none")
+    tokenizer = load_tokenizer(cfg.model.path)
+    model = AutoModelForCausalLM.from_pretrained(cfg.model.path, dtype=torch.float32)  # rlsys trains fp32 on CPU
+    train = Dataset.from_list([{"prompt": row["messages"], "answer": str(row["answer"])}
+                               for row in prompt_rows(cfg, "train")])
+    trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=train, processing_class=tokenizer)
+    began = time.perf_counter()
+    trainer.train()
+    train_s = time.perf_counter() - began
+
+    trained, rows = trainer.accelerator.unwrap_model(trainer.model), prompt_rows(cfg, "eval")[: t.eval_samples]
+    generate = lambda prompts: greedy(trained, tokenizer, prompts, r.max_new_tokens)
+    accuracy, _ = evaluate_accuracy(generate, tokenizer, rows, encode_prompts(cfg, tokenizer, rows))
+    Path(result_file).write_text(json.dumps({"accuracy": accuracy, "train_s": train_s}))
+
+
+def timed_run(side: str, command: list[str], env: dict[str, str]) -> float:
+    """Wall seconds of the whole process; its output goes to OUT/SIDE.log, the tail is shown if it fails."""
+    log = OUT / f"{side}.log"
+    print(f"{side}: running, log in {log}", flush=True)
+    began = time.perf_counter()
+    with open(log, "w") as handle:
+        code = subprocess.run(command, env=env, stdout=handle, stderr=subprocess.STDOUT).returncode
+    wall = time.perf_counter() - began
+    if code != 0:
+        print("".join(log.read_text().splitlines(keepends=True)[-40:]))
+        sys.exit(f"{side} failed (exit {code}) after {wall:.0f}s")
+    return wall
+
+
+def run_trl(overrides: list[str]) -> dict:
+    if not (TRL_DIR / "trl").is_dir():
+        print(f"installing trl=={TRL_VERSION} into {TRL_DIR}", flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--target", str(TRL_DIR), "--no-deps",
+                        f"trl=={TRL_VERSION}"], check=True)
+    result = OUT / "trl_result.json"
+    path = os.pathsep.join(filter(None, [str(TRL_DIR.resolve()), os.environ.get("PYTHONPATH")]))
+    wall = timed_run("trl", [sys.executable, __file__, "--_trl-worker", str(result), *overrides],
+                     {**os.environ, "PYTHONPATH": path})
+    return {"wall_s": wall, **json.loads(result.read_text())}
+
+
+def run_rlsys(overrides: list[str]) -> dict:
+    from rlsys.logging import read_metrics
+
+    wall = timed_run("rlsys", [sys.executable, "-m", "launchers.cli", "grpo", *overrides], dict(os.environ))
+    rows = read_metrics([o.split("=", 1)[1] for o in overrides if o.startswith("output_dir=")][-1])
+    accuracy = next(row["eval/accuracy"] for row in reversed(rows) if row.get("eval/accuracy") is not None)
+    keys = sorted({k for row in rows for k in row if k.startswith("perf/") and k.endswith("_s") and "_per_" not in k})
+    breakdown = {k: statistics.median(row[k] for row in rows if row.get(k) is not None) for k in keys}
+    return {"wall_s": wall, "accuracy": accuracy, "median_s": breakdown}
+
+
+def report(results: dict[str, dict], steps: int) -> None:
+    print(f"\nGRPO, {steps} steps, same SFT checkpoint, data, reward and settings")
+    print(f"{'':<8}{'wall s':>10}{'accuracy':>10}")
+    for side, r in results.items():
+        print(f"{side:<8}{r['wall_s']:>10.1f}{r['accuracy']:>10.3f}")
+    if "rlsys" in results:
+        print("rlsys median step breakdown: " + ", ".join(f"{k.removeprefix('perf/')} {v:.3f}"
+                                                        for k, v in results["rlsys"]["median_s"].items()))
+    if len(results) == 2:
+        trl, ours = results["trl"], results["rlsys"]
+        results["ratio_wall"] = ours["wall_s"] / trl["wall_s"]
+        results["accuracy_diff_points"] = 100 * (ours["accuracy"] - trl["accuracy"])
+        print(f"rlsys / TRL wall time: {results['ratio_wall']:.2f}x")
+        print(f"accuracy rlsys - TRL: {results['accuracy_diff_points']:+.1f} points")
+    (OUT / "result.json").write_text(json.dumps({"steps": steps, **results}, indent=2))
+    print(f"-> {OUT / 'result.json'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(usage=__doc__.split("\n\n")[1])
+    parser.add_argument("--steps", type=int, default=450)
+    parser.add_argument("--only", choices=["trl", "rlsys"])
+    parser.add_argument("--_trl-worker", dest="worker", help=argparse.SUPPRESS)
+    args, extra = parser.parse_known_args()
+    if args.worker:
+        return trl_worker(args.worker, extra)
+    if not any(o.startswith("model.path=") for o in extra):
+        sys.exit("vs_trl: needs an SFT checkpoint: run `rlsys pipeline` first or pass model.path=DIR")
+    OUT.mkdir(parents=True, exist_ok=True)
+    # extra overrides come last so they win, and the TRL side composes the very same list
+    overrides = [f"output_dir={OUT / 'rlsys'}", f"trainer.max_steps={args.steps}", *SETTINGS, *extra]
+    results = {side: (run_trl if side == "trl" else run_rlsys)(overrides)
+               for side in ([args.only] if args.only else ["trl", "rlsys"])}
+    report(results, args.steps)
+
+
+if __name__ == "__main__":
+    main()
