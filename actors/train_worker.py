@@ -31,6 +31,7 @@ class WorkerSpec:
     cpu_threads: int = 1
     max_length: int = 256  # packed rows without varlen attention are at most this long
     gradient_checkpointing: bool = False
+    attn_implementation: str | None = None
     lora: Any = None
     engine: dict = field(default_factory=dict)  # EngineSettings fields besides device, dtype, world_size
 
@@ -77,12 +78,14 @@ class TrainWorker:
         self.tokenizer = load_tokenizer(spec.model_path)
         checkpointing = spec.gradient_checkpointing
         if ROLE_MODEL[spec.role] == "value":
-            model = load_value_model(spec.model_path, dtype=dtype, gradient_checkpointing=checkpointing)
+            model = load_value_model(spec.model_path, dtype=dtype, gradient_checkpointing=checkpointing,
+                                     attn_implementation=spec.attn_implementation)
         elif ROLE_MODEL[spec.role] == "reward":
             model = load_reward_model(spec.model_path, dtype=dtype, pad_token_id=self.tokenizer.pad_token_id,
                                       gradient_checkpointing=checkpointing)
         else:
             model = load_causal_lm(spec.model_path, dtype=dtype, gradient_checkpointing=checkpointing,
+                                   attn_implementation=spec.attn_implementation,
                                    lora=spec.lora if spec.trainable else None)
         settings = EngineSettings(device=spec.device, dtype=dtype, world_size=world_size, **spec.engine)
         self.engine = TrainEngine(model, settings, trainable=spec.trainable)

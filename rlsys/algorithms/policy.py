@@ -19,14 +19,17 @@ def policy_loss(
     max_len: int | None = None,
     dual_clip: float | None = None,
     weights: torch.Tensor | None = None,
+    metric_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """PPO clipped surrogate ``max(-A*r, -A*clip(r, 1-clip_low, 1+clip_high))``.
 
     ``clip_high > clip_low`` is DAPO's clip-higher, leaving room for low-probability
     tokens to grow.  ``dual_clip = c > 1`` (Ye et al. 2020) additionally bounds the
     loss by ``-c*A`` for negative advantages, so a huge ratio on a bad token cannot
-    produce an unbounded update. ``weights``: see ``aggregate_loss``; metrics are weighted the same way.
+    produce an unbounded update. ``weights``: see ``aggregate_loss``; metrics are weighted the same way, or
+    by ``metric_weights`` when given.
     """
+    metric_weights = metric_weights if metric_weights is not None else weights
     if clip_low < 0 or clip_high < 0:
         raise ValueError(f"clip_low and clip_high must be >= 0, got {clip_low}, {clip_high}")
     if dual_clip is not None and dual_clip <= 1.0:
@@ -44,12 +47,12 @@ def policy_loss(
         lower_bound = -dual_clip * advantages
         dual_active = (advantages < 0) & (loss_mat > lower_bound)
         loss_mat = torch.where(advantages < 0, torch.minimum(loss_mat, lower_bound), loss_mat)
-        metrics["dual_clip_frac"] = weighted_mean(dual_active.float(), mask, weights).item()
+        metrics["dual_clip_frac"] = weighted_mean(dual_active.float(), mask, metric_weights).item()
     loss = aggregate_loss(loss_mat, mask, aggregation, max_len, weights)
     with torch.no_grad():
-        metrics["clip_frac"] = weighted_mean((clipped > unclipped).float(), mask, weights).item()
-        metrics["approx_kl"] = weighted_mean(0.5 * log_ratio.square(), mask, weights).item()
-        metrics["ratio_mean"] = weighted_mean(ratio, mask, weights).item()
+        metrics["clip_frac"] = weighted_mean((clipped > unclipped).float(), mask, metric_weights).item()
+        metrics["approx_kl"] = weighted_mean(0.5 * log_ratio.square(), mask, metric_weights).item()
+        metrics["ratio_mean"] = weighted_mean(ratio, mask, metric_weights).item()
     return loss, metrics
 
 

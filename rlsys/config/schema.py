@@ -34,6 +34,8 @@ class ModelConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     gradient_checkpointing: bool = False
     dtype: str = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    # None: transformers' default (SDPA); flash_attention_2 on GPUs with flash-attn: packed rows run varlen
+    attn_implementation: Optional[str] = None
 
 
 @dataclass

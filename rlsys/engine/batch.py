@@ -13,7 +13,8 @@ never a target.
 The driver plans the micro-batches of a whole mini-batch (`plan_micro_batches`): every rank gets the same
 number (ZeRO-3 forward passes and gradient reduction are collectives), each within a token budget. Each
 sample carries a `loss_weight` (`with_loss_weights`) so that summing the weighted per-token losses over all
-micro-batches and ranks gives exactly the mini-batch's mean, whatever the split.
+micro-batches and ranks gives exactly the mini-batch's mean, whatever the split. Samples that cannot move the
+policy (all advantages zero, no KL or entropy term) keep their share of that mean but are not run.
 """
 from __future__ import annotations
 
@@ -97,7 +98,27 @@ def with_loss_weights(batch: dict[str, list], objective: str, hparams: dict) -> 
         weights = [1.0 / (hparams["max_len"] * len(tokens))] * len(tokens)
     else:
         raise ValueError(f"unknown loss aggregation {mode!r}; choose one of {', '.join(AGGREGATION_MODES)}")
-    return {**batch, "loss_weight": weights}
+    weighted = {**batch, "loss_weight": weights}
+    return without_silent_samples(weighted) if objective == "policy" and only_advantages_move(hparams, batch) else weighted
+
+
+def only_advantages_move(hparams: dict, batch: dict[str, list]) -> bool:
+    """Every term of the policy loss is a sample's advantage times something: no KL or entropy term."""
+    kl_term = hparams.get("kl_loss_coef", 0.0) > 0 and "ref_logp" in batch
+    return not kl_term and hparams.get("entropy_coef", 0.0) == 0
+
+
+def without_silent_samples(batch: dict[str, list]) -> dict[str, list]:
+    """Samples whose advantages are all zero (a group that scored alike) add exactly nothing to the gradient,
+    so they are not run; they keep their share of the loss normalisation, so the update is unchanged.
+    `metric_weight` makes metrics means over the samples that run."""
+    keep = [i for i, advantages in enumerate(batch["advantages"]) if any(a != 0.0 for a in advantages)]
+    if len(keep) == batch_size(batch):
+        return batch
+    kept = select(batch, keep)
+    share = sum(w * len(a) for w, a in zip(kept["loss_weight"], kept["advantages"]))
+    kept["metric_weight"] = [w / share for w in kept["loss_weight"]] if share else kept["loss_weight"]
+    return kept
 
 
 # ---- tensors --------------------------------------------------------------------------------------------
@@ -110,8 +131,9 @@ class Layout:
     lengths: list[int]
 
 
-def pack_rows(lengths: list[int], row_tokens: int) -> tuple[list[int], list[int], int, int]:
-    """First-fit, in order, of sequences into rows of at most row_tokens (0: one row). (rows, starts, R, W)."""
+def pack_rows(lengths: list[int], row_tokens: int) -> tuple[list[int], list[int], list[int]]:
+    """First-fit, in order, of sequences into rows of at most row_tokens (0: one row): each sequence's row and
+    start, and each row's fill."""
     rows, starts, fill = [], [], [0]
     for n in lengths:
         if row_tokens and fill[-1] and fill[-1] + n > row_tokens:
@@ -119,7 +141,7 @@ def pack_rows(lengths: list[int], row_tokens: int) -> tuple[list[int], list[int]
         rows.append(len(fill) - 1)
         starts.append(fill[-1])
         fill[-1] += n
-    return rows, starts, len(fill), max(fill)
+    return rows, starts, fill
 
 
 def to_tensors(batch: dict[str, list], pad_id: int, row_tokens: int = 0) -> tuple[dict[str, torch.Tensor], Layout]:
@@ -134,42 +156,53 @@ def to_tensors(batch: dict[str, list], pad_id: int, row_tokens: int = 0) -> tupl
     sequences = ([p + r for p, r in zip(batch["prompt_ids"], batch["response_ids"])] if prompted
                  else batch["input_ids"])
     lengths = [len(s) for s in sequences]
-    rows, starts, num_rows, width = pack_rows(lengths, row_tokens)
-    input_ids = torch.full((num_rows, width), pad_id, dtype=torch.long)
-    position_ids = torch.zeros((num_rows, width), dtype=torch.long)
+    rows, starts, fill = pack_rows(lengths, row_tokens)
+    width = max(fill)
+    input_ids = torch.full((len(fill), width), pad_id, dtype=torch.long)
+    # the padding after a row's last sequence counts as a sequence of its own
+    position_ids = torch.zeros_like(input_ids)
+    for r, used in enumerate(fill):
+        position_ids[r, used:] = torch.arange(width - used)
+    given = batch.get("position_ids")
     for i, seq in enumerate(sequences):
         span = slice(starts[i], starts[i] + lengths[i])
         input_ids[rows[i], span] = torch.tensor(seq, dtype=torch.long)
-        given = batch.get("position_ids")
         position_ids[rows[i], span] = torch.tensor(given[i]) if given else torch.arange(lengths[i])
-    for r in range(num_rows):  # the padding after a row's last sequence is a sequence of its own
-        used = max((starts[i] + lengths[i] for i in range(len(rows)) if rows[i] == r), default=0)
-        position_ids[r, used:] = torch.arange(width - used)
-    out = {"input_ids": input_ids, "position_ids": position_ids}
-    layout = Layout(rows, starts, [len(p) for p in batch["prompt_ids"]] if prompted else [0] * len(rows), lengths)
-    targets = (num_rows, max(width - 1, 1))
-    if prompted:
-        # the response tokens are predicted from the positions one before them
-        spans = [(rows[i], starts[i] + layout.prompt_lengths[i] - 1, len(batch["response_ids"][i]))
-                 for i in range(len(rows))]
-        out["response_mask"] = _place([[1.0] * n for *_, n in spans], spans, targets)
-        for field in TOKEN_FIELDS:
-            if field in batch:
-                out[field] = _place(batch[field], spans, targets)
-        weights = [[w] * n for w, (*_, n) in zip(batch["loss_weight"], spans)] if "loss_weight" in batch else None
-    else:
-        labels = torch.full(targets, IGNORE, dtype=torch.long)
-        for i, row_labels in enumerate(batch.get("labels", sequences)):
-            # position start + t predicts label t + 1; the first token of a sequence is never a target
-            labels[rows[i], starts[i]:starts[i] + lengths[i] - 1] = torch.tensor(row_labels[1:], dtype=torch.long)
-        out["labels"] = labels
-        spans = [(rows[i], starts[i], lengths[i] - 1) for i in range(len(rows))]
-        weights = ([[w] * n for w, (*_, n) in zip(batch["loss_weight"], spans)] if "loss_weight" in batch else None)
-    if weights is not None:
-        out["loss_weight"] = _place(weights, spans, targets)
-        if not prompted:
-            out["loss_weight"] *= (out["labels"] != IGNORE)
+    prompt_lengths = [len(p) for p in batch["prompt_ids"]] if prompted else [0] * len(rows)
+    layout = Layout(rows, starts, prompt_lengths, lengths)
+    targets = (len(fill), max(width - 1, 1))
+    out = {"input_ids": input_ids, "position_ids": position_ids,
+           **(_response_fields(batch, layout, targets) if prompted else _lm_fields(batch, sequences, layout, targets))}
     return out, layout
+
+
+def _response_fields(batch: dict[str, list], layout: Layout, shape: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """Response mask, per-token fields and loss weights at the positions that predict the response tokens."""
+    spans = [(row, start + prompt - 1, len(response)) for row, start, prompt, response
+             in zip(layout.rows, layout.starts, layout.prompt_lengths, batch["response_ids"])]
+    out = {"response_mask": _place([[1.0] * n for *_, n in spans], spans, shape)}
+    for field in TOKEN_FIELDS:
+        if field in batch:
+            out[field] = _place(batch[field], spans, shape)
+    for field in ("loss_weight", "metric_weight"):
+        if field in batch:
+            out[field] = _place([[w] * n for w, (*_, n) in zip(batch[field], spans)], spans, shape)
+    return out
+
+
+def _lm_fields(batch: dict[str, list], sequences: list[list[int]], layout: Layout,
+               shape: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """Labels (position start + t predicts label t + 1; a sequence's first token is never a target) and loss
+    weights on the labelled tokens."""
+    labels = torch.full(shape, IGNORE, dtype=torch.long)
+    for row, start, n, row_labels in zip(layout.rows, layout.starts, layout.lengths, batch.get("labels", sequences)):
+        labels[row, start:start + n - 1] = torch.tensor(row_labels[1:], dtype=torch.long)
+    out = {"labels": labels}
+    if "loss_weight" in batch:
+        spans = [(row, start, n - 1) for row, start, n in zip(layout.rows, layout.starts, layout.lengths)]
+        weights = _place([[w] * n for w, (*_, n) in zip(batch["loss_weight"], spans)], spans, shape)
+        out["loss_weight"] = weights * (labels != IGNORE)
+    return out
 
 
 def to_padded(batch: dict[str, list], pad_id: int) -> dict[str, torch.Tensor]:
@@ -192,7 +225,7 @@ def pair_tensors(batch: dict[str, list], pad_id: int) -> dict[str, torch.Tensor]
     out = to_padded({"prompt_ids": prompts, "response_ids": responses}, pad_id)
     width = out["input_ids"].shape[1] - 1
     spans = [(i, len(p) - 1, len(r)) for i, (p, r) in enumerate(zip(prompts, responses))]
-    out["response_mask"] = _place([[1.0] * n for *_, n in spans], spans, (len(sequences), width))
+    out["response_mask"] = _place([[1.0] * n for *_, n in spans], spans, (len(prompts), width))
     for field in PAIR_FIELDS + ("loss_weight",):
         if field in batch:
             out[field] = torch.tensor(batch[field], dtype=torch.float32)

@@ -57,8 +57,12 @@ def response_logprobs(model, batch: dict, temperature: float = 1.0, entropy: str
 
 
 def policy_objective(model, batch: dict, hparams: dict):
-    """Clipped surrogate on response tokens, plus KL to the reference as a loss (GRPO) and an entropy bonus."""
+    """Clipped surrogate on response tokens, plus KL to the reference as a loss (GRPO) and an entropy bonus.
+
+    Metrics are means over the samples run (`metric_weight`: samples without a learning signal may be left out).
+    """
     mask, weights = batch["response_mask"], batch.get("loss_weight")
+    metric_weights = batch.get("metric_weight", weights)
     entropy_coef = hparams.get("entropy_coef", 0.0)
     logp, entropy = response_logprobs(model, batch, hparams.get("temperature", 1.0),
                                       entropy="loss" if entropy_coef > 0 else "metric")
@@ -66,18 +70,19 @@ def policy_objective(model, batch: dict, hparams: dict):
     old_logp = batch["old_logp"] if "old_logp" in batch else logp.detach()
     aggregation = {"aggregation": hparams["aggregation"], "max_len": hparams.get("max_len"), "weights": weights}
     loss, metrics = policy_loss(logp, old_logp, batch["advantages"], mask, clip_low=hparams["clip_low"],
-                                clip_high=hparams["clip_high"], dual_clip=hparams.get("dual_clip"), **aggregation)
+                                clip_high=hparams["clip_high"], dual_clip=hparams.get("dual_clip"),
+                                metric_weights=metric_weights, **aggregation)
     metrics = {"policy_loss": loss.item(), **metrics}
     if "ref_logp" in batch:  # k3: unbiased and never negative
-        metrics["kl"] = weighted_mean(kl_penalty(old_logp, batch["ref_logp"], "k3"), mask, weights).item()
+        metrics["kl"] = weighted_mean(kl_penalty(old_logp, batch["ref_logp"], "k3"), mask, metric_weights).item()
     if hparams.get("kl_loss_coef", 0.0) > 0 and "ref_logp" in batch:
         kl = kl_loss(logp, batch["ref_logp"], mask, estimator=hparams["kl_estimator"], **aggregation)
         loss = loss + hparams["kl_loss_coef"] * kl
         metrics["kl_loss"] = kl.item()
-    entropy_mean = aggregate_loss(entropy, mask, hparams["aggregation"], hparams.get("max_len"), weights)
     if entropy_coef > 0:
-        loss = loss - entropy_coef * entropy_mean
-    metrics["entropy"] = entropy_mean.item()
+        loss = loss - entropy_coef * aggregate_loss(entropy, mask, hparams["aggregation"], hparams.get("max_len"),
+                                                    weights)
+    metrics["entropy"] = weighted_mean(entropy.detach(), mask, metric_weights).item()
     return loss, metrics
 
 

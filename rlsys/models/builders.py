@@ -36,11 +36,18 @@ def load_tokenizer(path: str):
     return tokenizer
 
 
-def load_causal_lm(path: str, *, dtype: torch.dtype, gradient_checkpointing: bool = False, lora=None):
+def attention(attn_implementation: str | None) -> dict:
+    """from_pretrained's attention kernel: transformers' default (SDPA) unless asked, e.g. flash_attention_2, with
+    which packed micro-batches run as varlen rows."""
+    return {"attn_implementation": attn_implementation} if attn_implementation else {}
+
+
+def load_causal_lm(path: str, *, dtype: torch.dtype, gradient_checkpointing: bool = False, lora=None,
+                   attn_implementation: str | None = None):
     from transformers import AutoModelForCausalLM
 
     check_model_dir(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **attention(attn_implementation))
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
@@ -52,12 +59,14 @@ def load_causal_lm(path: str, *, dtype: torch.dtype, gradient_checkpointing: boo
     return model
 
 
-def load_value_model(path: str, *, dtype: torch.dtype, gradient_checkpointing: bool = False):
+def load_value_model(path: str, *, dtype: torch.dtype, gradient_checkpointing: bool = False,
+                     attn_implementation: str | None = None):
     """A critic: the causal LM's body with a one-output head on every token (value of the state)."""
     from transformers import AutoModelForTokenClassification
 
     check_model_dir(path)
-    model = AutoModelForTokenClassification.from_pretrained(path, num_labels=1, dtype=dtype)
+    model = AutoModelForTokenClassification.from_pretrained(path, num_labels=1, dtype=dtype,
+                                                            **attention(attn_implementation))
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model

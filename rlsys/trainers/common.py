@@ -134,6 +134,7 @@ def start_train_group(role: str, cfg, model_path: str, device: str, *, trainable
     spec = WorkerSpec(role=role, model_path=model_path, device=device, dtype=cfg.model.dtype, trainable=trainable,
                       seed=cfg.seed, cpu_threads=max(1, int(resources.cpus_per_rank)), max_length=cfg.data.max_length,
                       gradient_checkpointing=cfg.model.gradient_checkpointing,
+                      attn_implementation=cfg.model.attn_implementation,
                       lora=OmegaConf.to_object(cfg.model.lora) if role == "policy" else None, engine=engine)
     env = {"TORCH_CUDA_ARCH_LIST": os.environ.get("TORCH_CUDA_ARCH_LIST", "9.0")} if device == "cuda" else {}
     group = ActorGroup(role, TrainWorker, placement, spec, env=env,

@@ -175,6 +175,8 @@ class RLController:
                for name in sampled[0].per_term},
             **{f"reward/{name}": value for name, value in self.reward.stats().items()},
             "reward/groups_with_spread": float(np.mean([g.has_spread for g in sampled])),
+            # samples that cannot move the policy; without a KL or entropy term they are not run
+            "train/zero_advantage_frac": float(np.mean([not any(row) for row in samples["advantages"]])),
             **kl_metrics,
             **{f"train/{k}": v for k, v in policy_metrics.items()},
             **{f"critic/{k}": v for k, v in critic_metrics.items()},

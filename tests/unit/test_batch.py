@@ -128,3 +128,40 @@ def test_an_empty_micro_batch_is_a_zero_weight_dummy(model):
     loss, _ = OBJECTIVES["policy"](model, tensors, {**HPARAMS, "aggregation": "token_mean"})
     loss.backward()  # joins the backward like any rank, with nothing to add
     assert loss.item() == 0.0 and layout.rows == []
+
+
+def test_samples_without_advantage_are_not_run_and_the_update_is_unchanged(model):
+    """A group that scored alike has zero advantages: leaving its samples out changes no gradient."""
+    batch, hparams = rl_batch(8, seed=5), {**HPARAMS, "aggregation": "token_mean"}
+    for i in (1, 2, 6):
+        batch["advantages"][i] = [0.0] * len(batch["advantages"][i])
+    kept = with_loss_weights(batch, "policy", hparams)
+    assert len(kept["prompt_ids"]) == 5 and sum(kept["loss_weight"][0:1]) == 1 / sum(map(len, batch["response_ids"]))
+
+    def gradient(weighted: dict) -> torch.Tensor:
+        model.zero_grad()
+        tensors, _ = to_tensors(weighted, 0)
+        loss, metrics = OBJECTIVES["policy"](model, tensors, hparams)
+        loss.backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters()]), metrics
+
+    full = {**batch, "loss_weight": kept["loss_weight"][:1] * 8}  # every sample run, same weights
+    grads_full, _ = gradient(full)
+    grads_kept, metrics = gradient(kept)
+    assert torch.allclose(grads_full, grads_kept, atol=1e-7)
+    plain = {k: v for k, v in kept.items() if k not in ("loss_weight", "metric_weight")}
+    _, plain_metrics = gradient(plain)  # no weights: token means over the samples run
+    for key in ("ratio_mean", "clip_frac", "entropy"):
+        assert metrics[key] == pytest.approx(plain_metrics[key], abs=1e-6), key
+    with_entropy = with_loss_weights(batch, "policy", {**hparams, "entropy_coef": 0.01})
+    assert len(with_entropy["prompt_ids"]) == 8, "an entropy term moves every sample"
+
+
+def test_preference_pairs_are_padded_rows_chosen_first_with_their_share_of_the_loss():
+    pairs = {"prompt_ids": [[5, 6], [7]], "chosen_ids": [[8, 9], [10]], "rejected_ids": [[11], [12, 13, 14]],
+             "ref_chosen": [-1.0, -2.0], "ref_rejected": [-3.0, -4.0]}
+    weighted = with_loss_weights(pairs, "dpo", {})
+    tensors, _ = to_tensors(select(weighted, [1]), 0)
+    assert tensors["input_ids"].tolist() == [[7, 10, 0, 0], [7, 12, 13, 14]]
+    assert tensors["response_mask"].tolist() == [[1, 0, 0], [1, 1, 1]]
+    assert tensors["loss_weight"].tolist() == [0.5] and tensors["ref_rejected"].tolist() == [-4.0]
