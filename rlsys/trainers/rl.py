@@ -126,16 +126,8 @@ class RLController:
             samples = {"prompt_ids": [g.prompt_ids for g in groups for _ in range(a.n_samples)],
                        "response_ids": [ids for g in groups for ids in g.response_ids]}
 
-            with timed(times, "ref"):  # the forward passes of different groups run at the same time
-                pending = {}
-                if self.needs_old_logp:
-                    pending["old_logp"] = roles.policy.submit("logprobs", samples, cfg.rollout.temperature)
-                if roles.reference:
-                    pending["ref_logp"] = roles.reference.submit("logprobs", samples, cfg.rollout.temperature)
-                if roles.critic:
-                    pending["old_values"] = roles.critic.submit("values", samples)
-                for name, call in pending.items():
-                    samples[name] = next(iter(call.result().values()))
+            with timed(times, "ref"):
+                samples.update(self.forward_passes(samples))
 
             mask = padded([[1.0] * len(x) for x in samples["response_ids"]])
             ref_logp = padded(samples["ref_logp"]) if roles.reference else None
@@ -160,12 +152,7 @@ class RLController:
                     roles.rollout.wake_up()
                 sync = roles.policy.send_weights(roles.rollout.engines, self.bucket_bytes)
 
-        kl_metrics = {}
-        if roles.reference:  # k3: unbiased and never negative
-            kl_during_update = policy_metrics.pop("kl", 0.0)
-            kl = masked_mean(kl_penalty(old_logp, ref_logp, "k3"), mask).item() if old_logp is not None else kl_during_update
-            self.kl_ctl.update(kl, len(lengths))
-            kl_metrics = {"train/kl": kl, "train/kl_coef": self.kl_ctl.value}
+        kl_metrics = self.update_kl(policy_metrics.pop("kl", 0.0), old_logp, ref_logp, mask) if roles.reference else {}
         # rewards and responses of everything sampled: with dynamic sampling the trained groups are a biased pick
         all_scores = [s for g in sampled for s in g.scores]
         generated = [out for g in sampled for out in g.generated]
@@ -187,6 +174,25 @@ class RLController:
             "perf/sample_rounds": float(len(sampled) // cfg.trainer.batch_size),
             "perf/sync_mb": sync["sync_mb"], "perf/sync_buckets": sync["sync_buckets"],
         }
+
+    def forward_passes(self, samples: dict[str, list]) -> dict[str, list]:
+        """The sampler's and the reference's logprobs and the critic's values, each only when something reads
+        it; the groups compute at the same time."""
+        roles, temperature = self.roles, self.cfg.rollout.temperature
+        pending = {}
+        if self.needs_old_logp:
+            pending["old_logp"] = roles.policy.submit("logprobs", samples, temperature)
+        if roles.reference:
+            pending["ref_logp"] = roles.reference.submit("logprobs", samples, temperature)
+        if roles.critic:
+            pending["old_values"] = roles.critic.submit("values", samples)
+        return {name: next(iter(call.result().values())) for name, call in pending.items()}
+
+    def update_kl(self, kl_during_update: float, old_logp, ref_logp, mask) -> dict[str, float]:
+        """KL to the reference of the sampled responses (k3: unbiased, never negative); the controller moves."""
+        kl = masked_mean(kl_penalty(old_logp, ref_logp, "k3"), mask).item() if old_logp is not None else kl_during_update
+        self.kl_ctl.update(kl, mask.shape[0])
+        return {"train/kl": kl, "train/kl_coef": self.kl_ctl.value}
 
     def sample_groups(self, step: int, times: dict) -> tuple[list[Group], list[Group]]:
         """(the groups to train on, every group sampled): n completions of each of the step's prompts, scored.
