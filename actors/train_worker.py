@@ -103,7 +103,22 @@ class TrainWorker:
 
         varlen = str(getattr(self.engine.module.config, "_attn_implementation", "")).startswith("flash")
         tensors, layout = to_tensors(batch, self.tokenizer.pad_token_id, 0 if varlen else self.spec.max_length)
-        return {k: v.to(self.spec.device) for k, v in tensors.items()}, layout
+        return self._device(tensors), layout
+
+    def _padded(self, batch: dict[str, list]):
+        """(right-padded rows for a reward model, which pools each row's last token; how many rows are real).
+        Without samples one padding row, so that under ZeRO-3 this rank still joins the forward pass."""
+        from rlsys.engine.batch import pair_tensors, to_padded
+
+        pad_id = self.tokenizer.pad_token_id
+        if not batch["prompt_ids"]:
+            return self._device(to_padded({"prompt_ids": [[pad_id]], "response_ids": [[]]}, pad_id)), 0
+        if "chosen_ids" in batch:
+            return self._device(pair_tensors(batch, pad_id)), 2 * len(batch["prompt_ids"])
+        return self._device(to_padded(batch, pad_id)), len(batch["prompt_ids"])
+
+    def _device(self, tensors: dict) -> dict:
+        return {k: v.to(self.spec.device) for k, v in tensors.items()}
 
     # ---- training ---------------------------------------------------------------------------------------
     @dispatch(SPLIT, prepare=with_loss_weights, gather=add_shares)
@@ -116,14 +131,15 @@ class TrainWorker:
         return self.engine.train_step(chunks, lambda model, mb: loss_fn(model, mb, hparams))
 
     # ---- inference --------------------------------------------------------------------------------------
-    def _forward_each(self, micro_batches: list[dict[str, list]], compute) -> list:
-        """compute(model, tensors, layout) on each micro-batch without gradients; the results concatenated."""
+    def _forward_each(self, micro_batches: list[dict[str, list]], compute, to_tensors=None) -> list:
+        """compute(model, tensors, layout) on each micro-batch without gradients; the results concatenated.
+        Tensors are packed (`_tensors`) unless `to_tensors` says otherwise."""
         model = self.engine.engine or self.engine.module
         self.engine.module.eval()
         out: list = []
         with torch.no_grad():
             for mb in micro_batches:
-                tensors, layout = self._tensors(mb)
+                tensors, layout = (to_tensors or self._tensors)(mb)
                 out.extend(compute(model, tensors, layout))
         return out
 
@@ -148,25 +164,10 @@ class TrainWorker:
     @dispatch(SPLIT)
     def scores(self, micro_batches: list[dict[str, list]]) -> dict[str, list]:
         """A reward model's score of each sequence (prompt + response, or a preference pair's two sides)."""
-        from rlsys.engine.batch import pair_tensors, to_padded
         from rlsys.engine.objectives import sequence_scores
 
-        pad_id = self.tokenizer.pad_token_id
-
-        def compute(model, mb: dict[str, list]) -> list[float]:
-            if not mb["prompt_ids"]:  # ZeRO-3: a rank without samples still joins the forward pass
-                sequence_scores(model, self._device(to_padded({"prompt_ids": [[pad_id]], "response_ids": [[]]}, pad_id)))
-                return []
-            tensors = pair_tensors(mb, pad_id) if "chosen_ids" in mb else to_padded(mb, pad_id)
-            return sequence_scores(model, self._device(tensors)).tolist()
-
-        model = self.engine.engine or self.engine.module
-        self.engine.module.eval()
-        with torch.no_grad():
-            return {"scores": [x for mb in micro_batches for x in compute(model, mb)]}
-
-    def _device(self, tensors: dict) -> dict:
-        return {k: v.to(self.spec.device) for k, v in tensors.items()}
+        compute = lambda model, tensors, rows: sequence_scores(model, tensors).tolist()[:rows]
+        return {"scores": self._forward_each(micro_batches, compute, to_tensors=self._padded)}
 
     @dispatch(SPLIT)
     def generate(self, micro_batches: list[dict[str, list]], max_new_tokens: int) -> dict[str, list]:
