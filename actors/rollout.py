@@ -46,6 +46,9 @@ class VLLMEngine:
             # In this process: a separate engine process's worker spins on its message queue for a second
             # after every call, taking a core from the trainers on a small machine.
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+            # Eager mode still torch.compiles the sampler's logprob-rank count; on CPU that compile costs about
+            # 4 s of the first generate per engine, more than the eager op costs in a whole run.
+            os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
         import vllm
 
         from rlsys.models.builders import resolve_dtype

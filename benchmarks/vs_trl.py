@@ -82,6 +82,7 @@ def trl_worker(result_file: str, overrides: list[str]) -> None:
         temperature=r.temperature, top_p=r.top_p, top_k=max(r.top_k, 0),
         learning_rate=t.lr, lr_scheduler_type=t.lr_schedule, warmup_steps=t.warmup_steps,
         weight_decay=t.weight_decay, max_grad_norm=t.grad_clip,
+        adam_beta1=t.adam_betas[0], adam_beta2=t.adam_betas[1], adam_epsilon=t.adam_eps,
         beta=a.kl_coef, epsilon=a.clip_low, epsilon_high=a.clip_high, loss_type=TRL_LOSS[a.loss_aggregation],
         scale_rewards="group" if a.scale_by_std else "none")
     tokenizer = load_tokenizer(cfg.model.path)

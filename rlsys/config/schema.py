@@ -75,6 +75,8 @@ class TrainerConfig:
     lr_schedule: str = "cosine"  # cosine | constant
     warmup_steps: int = 10
     weight_decay: float = 0.0
+    adam_betas: List[float] = field(default_factory=lambda: [0.9, 0.95])  # AdamW (beta1, beta2)
+    adam_eps: float = 1e-8
     grad_clip: float = 1.0
     save_every: int = 0  # 0: only the final checkpoint
     keep_last: int = 2

@@ -151,6 +151,9 @@ def check_values(cfg: DictConfig) -> None:
     for key in ("save_every", "eval_every", "eval_samples", "warmup_steps", "keep_last"):
         _require(t[key] >= 0, f"trainer.{key} must be zero or positive, got {t[key]}.")
     _require(t.lr > 0, f"trainer.lr must be positive, got {t.lr}.")
+    _require(len(t.adam_betas) == 2 and all(0 <= b < 1 for b in t.adam_betas) and t.adam_eps > 0,
+             f"trainer.adam_betas must be two numbers in [0, 1) and adam_eps positive, got "
+             f"{list(t.adam_betas)} and {t.adam_eps}; e.g. trainer.adam_betas=[0.9,0.999].")
     _require(cfg.data.max_length > 8, f"data.max_length must be above 8, got {cfg.data.max_length}.")
     for role in ("policy", "reference", "critic", "reward"):
         group = cfg.cluster[role]

@@ -26,6 +26,8 @@ class EngineSettings:
     warmup_steps: int = 0
     total_steps: int = 1
     weight_decay: float = 0.0
+    adam_betas: tuple[float, float] = (0.9, 0.95)
+    adam_eps: float = 1e-8
     grad_clip: float = 1.0
     max_tokens_per_micro_batch: int = 4096
     world_size: int = 1
@@ -66,7 +68,7 @@ def deepspeed_config(s: EngineSettings, trainable: bool) -> dict:
     }
     if trainable:
         # torch's AdamW (fused on GPU) needs no op build; offloading keeps DeepSpeed's CPU Adam.
-        params = {"lr": s.lr, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": s.weight_decay}
+        params = {"lr": s.lr, "betas": list(s.adam_betas), "eps": s.adam_eps, "weight_decay": s.weight_decay}
         if not s.offload_optimizer:
             params.update(torch_adam=True, **({"fused": True} if s.device == "cuda" else {}))
         config["optimizer"] = {"type": "AdamW", "params": params}

@@ -120,6 +120,7 @@ def engine_settings(cfg, *, lr: float | None = None, warmup_steps: int | None = 
                 offload_params=cfg.deepspeed.offload_params, lr=lr or t.lr, min_lr_ratio=t.min_lr_ratio,
                 lr_schedule=t.lr_schedule, warmup_steps=t.warmup_steps if warmup_steps is None else warmup_steps,
                 total_steps=t.max_steps, weight_decay=t.weight_decay, grad_clip=t.grad_clip,
+                adam_betas=tuple(t.adam_betas), adam_eps=t.adam_eps,
                 max_tokens_per_micro_batch=t.max_tokens_per_micro_batch)
 
 

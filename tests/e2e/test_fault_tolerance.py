@@ -29,9 +29,11 @@ COMPARED = ("train/policy_loss", "train/grad_norm", "train/entropy", "train/kl",
 
 
 def grpo(pretrained, out, *overrides: str) -> list[dict]:
-    # a KL loss, so the reference actor runs (and is killed below) and its state must resume exactly too
+    # a KL loss, so the reference actor runs (and is killed below) and its state must resume exactly too;
+    # two policy ranks, so a resume restores sharded optimizer state and a kill takes down one rank of two
     return run_job("grpo", out, f"model.path={pretrained[0] / 'checkpoints' / 'final'}", "trainer.save_every=2",
-                   "trainer.eval_every=0", "trainer.eval_samples=8", "algo.kl_coef=0.02", *overrides)
+                   "trainer.eval_every=0", "trainer.eval_samples=8", "algo.kl_coef=0.02",
+                   "cluster.policy.num_ranks=2", "cluster.policy.cpus_per_rank=1", *overrides)
 
 
 def assert_same_steps(expected: list[dict], actual: list[dict], first_step: int) -> None:
