@@ -10,6 +10,7 @@ reads as single-process code and controller code as one call:
     RANK0    every rank runs it (ZeRO-3 collectives need all of them); rank 0's result comes back
 
 `group.submit(method, ...)` starts a call and returns a `Pending`, so calls on different groups overlap.
+Every call has a deadline: the method declares which of `watchdog.*_s` applies (forward passes by default).
 """
 from __future__ import annotations
 
@@ -24,21 +25,28 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 ALL, SPLIT, RANK0 = "all", "split", "rank0"
 
 
-def dispatch(mode: str, prepare: Callable | None = None, gather: Callable | None = None) -> Callable:
+def dispatch(mode: str, prepare: Callable | None = None, gather: Callable | None = None,
+             deadline: str = "forward_s") -> Callable:
     def mark(method: Callable) -> Callable:
-        method.dispatch_mode, method.prepare, method.gather = mode, prepare, gather
+        method.dispatch_mode, method.prepare, method.gather, method.deadline = mode, prepare, gather, deadline
         return method
     return mark
 
 
 @dataclass
 class Pending:
-    """A call running on a group's ranks; result() waits for it and combines what the ranks returned."""
+    """A call running on a group's ranks; result() waits for it (up to its deadline) and combines what the
+    ranks returned."""
     refs: list
     combine: Callable[[list], Any]
+    role: str = "a group"
+    call: str = "a call"
+    deadline: str = "forward_s"
 
     def result(self) -> Any:
-        return self.combine(ray.get(self.refs))
+        from rlsys import watchdog
+
+        return self.combine(watchdog.get(self.refs, role=self.role, call=self.call, kind=self.deadline))
 
 
 @dataclass
@@ -139,14 +147,15 @@ class ActorGroup:
         mode = getattr(function, "dispatch_mode", None)
         if mode is None:
             raise AttributeError(f"{self.worker_cls.__name__}.{method} is not a @dispatch method")
+        names = dict(role=self.name, call=f"{method}()", deadline=function.deadline)
         if mode != SPLIT:
             refs = self.call_async(method, *args, **kwargs)
-            return Pending(refs, (lambda results: results[0]) if mode == RANK0 else list)
+            return Pending(refs, (lambda results: results[0]) if mode == RANK0 else list, **names)
         batch = function.prepare(args[0], *args[1:], **kwargs) if function.prepare else args[0]
         plan = plan_micro_batches(sample_lengths(batch), self.world_size, self.max_tokens)
         refs = [getattr(actor, method).remote([select(batch, micro) for micro in rank], *args[1:], **kwargs)
                 for actor, rank in zip(self.actors, plan)]
-        return Pending(refs, function.gather or (lambda results: in_batch_order(plan, results)))
+        return Pending(refs, function.gather or (lambda results: in_batch_order(plan, results)), **names)
 
     def __getattr__(self, method: str) -> Callable:
         if method.startswith("_"):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import ray
 
 from actors.group import Placement, actor_location, release
+from rlsys import watchdog
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 
@@ -238,7 +239,7 @@ class RolloutGroup:
                 ref = engine.generate.remote(prompt_ids[first:end], sampling, seeds)
                 running[ref] = (next_chunk, engine)
                 next_chunk += 1
-            done, _ = ray.wait(list(running), num_returns=1)
+            done = watchdog.wait_one(list(running), role="rollout engines", call="generate()", kind="generate_s")
             index, engine = running.pop(done[0])
             results[index] = ray.get(done[0])
             idle.append(engine)

@@ -121,7 +121,7 @@ class TrainWorker:
         return {k: v.to(self.spec.device) for k, v in tensors.items()}
 
     # ---- training ---------------------------------------------------------------------------------------
-    @dispatch(SPLIT, prepare=with_loss_weights, gather=add_shares)
+    @dispatch(SPLIT, prepare=with_loss_weights, gather=add_shares, deadline="train_s")
     def train(self, micro_batches: list[dict[str, list]], objective: str, hparams: dict) -> dict[str, float]:
         """One optimizer step on this rank's micro-batches; returns this rank's shares of the metrics."""
         from rlsys.engine.objectives import OBJECTIVES
@@ -195,7 +195,7 @@ class TrainWorker:
         return {"response_ids": responses[:count]}
 
     # ---- weights and checkpoints ------------------------------------------------------------------------
-    @dispatch(RANK0)
+    @dispatch(RANK0, deadline="train_s")
     def save_hf(self, folder: str) -> str:
         """A Hugging Face folder (config, safetensors, tokenizer with its chat template); LoRA merged in."""
         from rlsys.engine.weights import base_model, full_state_dict
@@ -210,7 +210,7 @@ class TrainWorker:
             getattr(model, "generation_config", None) and model.generation_config.save_pretrained(folder)
         return folder
 
-    @dispatch(RANK0)
+    @dispatch(RANK0, deadline="sync_s")
     def send_weights(self, engines: list, bucket_bytes: int) -> dict[str, float]:
         """Stream the full weights to rollout engines in buckets: one object-store put and one call per bucket."""
         import ray
@@ -231,14 +231,14 @@ class TrainWorker:
             ray.get([e.finish_weight_update.remote() for e in engines])
         return {"sync_mb": sent / 2**20, "sync_buckets": float(calls)}
 
-    @dispatch(ALL)
+    @dispatch(ALL, deadline="train_s")
     def save_checkpoint(self, folder: str) -> None:
         """Model, optimizer and scheduler (DeepSpeed, sharded per rank) and this rank's RNG states."""
         self.engine.save_checkpoint(folder)
         torch.save({"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
                    Path(folder) / f"rng_rank{self.rank}.pt")
 
-    @dispatch(ALL)
+    @dispatch(ALL, deadline="train_s")
     def load_checkpoint(self, folder: str) -> None:
         self.engine.load_checkpoint(folder)
         rng = torch.load(Path(folder) / f"rng_rank{self.rank}.pt", weights_only=False)

@@ -15,11 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from runs import breakdown, run_summary, timed_run  # benchmarks/runs.py, next to this script
 
 TRL_VERSION = "1.16.0"
 TRL_DIR = Path("outputs/.peers") / f"trl-{TRL_VERSION}"
@@ -100,20 +101,6 @@ def trl_worker(result_file: str, overrides: list[str]) -> None:
     Path(result_file).write_text(json.dumps({"accuracy": accuracy, "train_s": train_s}))
 
 
-def timed_run(side: str, command: list[str], env: dict[str, str]) -> float:
-    """Wall seconds of the whole process; its output goes to OUT/SIDE.log, the tail is shown if it fails."""
-    log = OUT / f"{side}.log"
-    print(f"{side}: running, log in {log}", flush=True)
-    began = time.perf_counter()
-    with open(log, "w") as handle:
-        code = subprocess.run(command, env=env, stdout=handle, stderr=subprocess.STDOUT).returncode
-    wall = time.perf_counter() - began
-    if code != 0:
-        print("".join(log.read_text().splitlines(keepends=True)[-40:]))
-        sys.exit(f"{side} failed (exit {code}) after {wall:.0f}s")
-    return wall
-
-
 def run_trl(overrides: list[str]) -> dict:
     if not (TRL_DIR / "trl").is_dir():
         print(f"installing trl=={TRL_VERSION} into {TRL_DIR}", flush=True)
@@ -122,19 +109,14 @@ def run_trl(overrides: list[str]) -> dict:
     result = OUT / "trl_result.json"
     path = os.pathsep.join(filter(None, [str(TRL_DIR.resolve()), os.environ.get("PYTHONPATH")]))
     wall = timed_run("trl", [sys.executable, __file__, "--_trl-worker", str(result), *overrides],
-                     {**os.environ, "PYTHONPATH": path})
+                     {**os.environ, "PYTHONPATH": path}, OUT / "trl.log")
     return {"wall_s": wall, **json.loads(result.read_text())}
 
 
 def run_rlsys(overrides: list[str]) -> dict:
-    from rlsys.logging import read_metrics
-
-    wall = timed_run("rlsys", [sys.executable, "-m", "launchers.cli", "grpo", *overrides], dict(os.environ))
-    rows = read_metrics([o.split("=", 1)[1] for o in overrides if o.startswith("output_dir=")][-1])
-    accuracy = next(row["eval/accuracy"] for row in reversed(rows) if row.get("eval/accuracy") is not None)
-    keys = sorted({k for row in rows for k in row if k.startswith("perf/") and k.endswith("_s") and "_per_" not in k})
-    breakdown = {k: statistics.median(row[k] for row in rows if row.get(k) is not None) for k in keys}
-    return {"wall_s": wall, "accuracy": accuracy, "median_s": breakdown}
+    wall = timed_run("rlsys", [sys.executable, "-m", "launchers.cli", "grpo", *overrides], dict(os.environ),
+                     OUT / "rlsys.log")
+    return {"wall_s": wall, **run_summary([o.split("=", 1)[1] for o in overrides if o.startswith("output_dir=")][-1])}
 
 
 def report(results: dict[str, dict], steps: int) -> None:
@@ -143,8 +125,7 @@ def report(results: dict[str, dict], steps: int) -> None:
     for side, r in results.items():
         print(f"{side:<8}{r['wall_s']:>10.1f}{r['accuracy']:>10.3f}")
     if "rlsys" in results:
-        print("rlsys median step breakdown: " + ", ".join(f"{k.removeprefix('perf/')} {v:.3f}"
-                                                        for k, v in results["rlsys"]["median_s"].items()))
+        print("rlsys median step breakdown: " + breakdown(results["rlsys"]["median_s"]))
     if len(results) == 2:
         trl, ours = results["trl"], results["rlsys"]
         results["ratio_wall"] = ours["wall_s"] / trl["wall_s"]

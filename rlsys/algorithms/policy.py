@@ -20,6 +20,7 @@ def policy_loss(
     dual_clip: float | None = None,
     weights: torch.Tensor | None = None,
     metric_weights: torch.Tensor | None = None,
+    is_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """PPO clipped surrogate ``max(-A*r, -A*clip(r, 1-clip_low, 1+clip_high))``.
 
@@ -27,7 +28,8 @@ def policy_loss(
     tokens to grow.  ``dual_clip = c > 1`` (Ye et al. 2020) additionally bounds the
     loss by ``-c*A`` for negative advantages, so a huge ratio on a bad token cannot
     produce an unbounded update. ``weights``: see ``aggregate_loss``; metrics are weighted the same way, or
-    by ``metric_weights`` when given.
+    by ``metric_weights`` when given. ``is_weights`` (per token, no gradient) scale each token's term: the
+    off-policy correction of samples drawn by another policy (see ``off_policy.importance_weights``).
     """
     metric_weights = metric_weights if metric_weights is not None else weights
     if clip_low < 0 or clip_high < 0:
@@ -48,6 +50,8 @@ def policy_loss(
         dual_active = (advantages < 0) & (loss_mat > lower_bound)
         loss_mat = torch.where(advantages < 0, torch.minimum(loss_mat, lower_bound), loss_mat)
         metrics["dual_clip_frac"] = weighted_mean(dual_active.float(), mask, metric_weights).item()
+    if is_weights is not None:
+        loss_mat = loss_mat * is_weights
     loss = aggregate_loss(loss_mat, mask, aggregation, max_len, weights)
     with torch.no_grad():
         metrics["clip_frac"] = weighted_mean((clipped > unclipped).float(), mask, metric_weights).item()

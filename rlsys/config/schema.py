@@ -130,6 +130,8 @@ class RolloutConfig:
     max_new_tokens: int = 8
     stop: List[str] = field(default_factory=list)
     weight_sync_bucket_mb: float = 64.0
+    # async RL: batch s is sampled by policy version s-1-K while earlier batches train (0: synchronous)
+    max_staleness: int = 0
 
 
 @dataclass
@@ -158,6 +160,13 @@ class AlgoConfig:
     value_clip: float = 0.2
     critic_lr: float = 1e-3
     critic_warmup_steps: int = 0
+    # off-policy correction by the sampler's logprobs: none | tis (truncated) | mis (masked) | auto (tis when
+    # rollout.max_staleness > 0, else none); level: token | sequence | geometric
+    is_correction: str = "auto"
+    is_level: str = "token"
+    is_cap: float = 2.0  # tis: importance weights above this are cut to it
+    is_low: float = 0.5  # mis: tokens (or responses) whose ratio leaves [is_low, is_high] are left out
+    is_high: float = 2.0
     # preference learning (rm, dpo)
     beta: float = 0.1  # DPO / IPO strength of the pull towards the reference
     preference_loss: str = "sigmoid"  # sigmoid (DPO) | ipo
@@ -224,6 +233,16 @@ class WandbConfig:
     name: Optional[str] = None
     mode: str = "online"  # online | offline | disabled
     tags: List[str] = field(default_factory=list)
+
+
+@dataclass
+class WatchdogConfig:
+    """Deadlines in seconds (0: none) of every remote call and every call into user code."""
+    generate_s: float = 600.0  # one chunk of rollouts on an engine
+    reward_s: float = 600.0  # scoring one batch: reward functions, models, judges, remote servers
+    forward_s: float = 900.0  # logprobs / values / scores of one batch on a group
+    train_s: float = 1800.0  # one optimizer step (and checkpoint save/load)
+    sync_s: float = 600.0  # sending the policy's weights to the rollout engines
 
 
 @dataclass
@@ -382,6 +401,7 @@ class JobConfig:
     reward: List[RewardTerm] = field(default_factory=lambda: [RewardTerm(name="answer_match")])
     wandb: WandbConfig = field(default_factory=WandbConfig)
     fault_tolerance: FaultToleranceConfig = field(default_factory=FaultToleranceConfig)
+    watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)

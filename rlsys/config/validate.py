@@ -28,6 +28,8 @@ CHOICES = {
     "algo.loss_aggregation": ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"),
     "algo.kl_estimator": ("k1", "k2", "k3"),
     "algo.kl_controller": ("fixed", "adaptive"),
+    "algo.is_correction": ("auto", "none", "tis", "mis"),
+    "algo.is_level": ("token", "sequence", "geometric"),
     "wandb.mode": ("online", "offline", "disabled"),
     "algo.preference_loss": ("sigmoid", "ipo"),
     "pipeline.rl": ("grpo", "ppo", "dpo", "rm+ppo"),
@@ -161,6 +163,8 @@ def check_values(cfg: DictConfig) -> None:
         _require(group.gpus_per_rank >= 0 and group.cpus_per_rank > 0,
                  f"cluster.{role}: gpus_per_rank must be >= 0 and cpus_per_rank > 0.")
     _require(cfg.rollout.num_engines >= 1, "rollout.num_engines must be at least 1.")
+    for key, seconds in cfg.watchdog.items():
+        _require(seconds >= 0, f"watchdog.{key} is a deadline in seconds (0: none), got {seconds}.")
     _require(t.max_tokens_per_micro_batch >= cfg.data.max_length,
              f"trainer.max_tokens_per_micro_batch ({t.max_tokens_per_micro_batch}) must hold one sequence of "
              f"data.max_length ({cfg.data.max_length}) tokens.")
@@ -172,6 +176,14 @@ def check_values(cfg: DictConfig) -> None:
         _require(not a.dynamic_sampling or a.advantage in ("group", "rloo"),
                  f"algo.dynamic_sampling keeps prompts whose samples scored differently, which only matters for "
                  f"advantages within a group: use algo.advantage=group or rloo (got {a.advantage}).")
+        k = cfg.rollout.max_staleness
+        _require(k >= 0, f"rollout.max_staleness is how many policy versions a batch may lag: 0 or more, got {k}.")
+        _require(k == 0 or not cfg.cluster.colocate,
+                 "rollout.max_staleness > 0 samples while the policy trains, which needs engines on devices of "
+                 "their own: set cluster.colocate=false, or rollout.max_staleness=0.")
+        _require(a.is_cap > 0 and 0 <= a.is_low < a.is_high,
+                 f"algo.is_cap must be positive and 0 <= algo.is_low < algo.is_high, got {a.is_cap}, "
+                 f"{a.is_low}, {a.is_high}.")
         _require(a.max_sample_rounds >= 1, f"algo.max_sample_rounds must be at least 1, got {a.max_sample_rounds}.")
         mini = a.mini_batch_size or t.batch_size
         _require(t.batch_size % mini == 0,

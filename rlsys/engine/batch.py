@@ -2,8 +2,9 @@
 
 A sample is either a token sequence with labels (`input_ids`, `labels`, optional `position_ids` when it holds
 several packed examples) or a prompt and a response (`prompt_ids`, `response_ids`) with per-response-token
-fields (`old_logp`, `ref_logp`, `advantages`, `returns`, `old_values`). A preference pair (`prompt_ids`,
-`chosen_ids`, `rejected_ids`) becomes two padded rows: all chosen rows first, then all rejected.
+fields (`old_logp`, `ref_logp`, `behaviour_logp` from the sampler, `advantages`, `returns`, `old_values`).
+A preference pair (`prompt_ids`, `chosen_ids`, `rejected_ids`) becomes two padded rows: all chosen rows
+first, then all rejected.
 
 Sequences are packed end to end into rows with position ids that restart at every sequence, so attention
 stays inside each sequence (transformers builds the block-diagonal mask from the position ids) and no
@@ -27,7 +28,7 @@ import torch
 from rlsys.algorithms.masked import AGGREGATION_MODES
 from rlsys.data.collate import IGNORE, pad
 
-TOKEN_FIELDS = ("old_logp", "ref_logp", "advantages", "returns", "old_values")
+TOKEN_FIELDS = ("old_logp", "ref_logp", "behaviour_logp", "advantages", "returns", "old_values")
 PAIR_FIELDS = ("ref_chosen", "ref_rejected")
 
 

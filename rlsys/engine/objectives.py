@@ -11,6 +11,7 @@ import torch
 
 from rlsys.algorithms import (aggregate_loss, bradley_terry_loss, dpo_loss, entropy_from_logits, kl_loss, kl_penalty,
                               masked_sum, policy_loss, token_logprobs, value_loss, weighted_mean)
+from rlsys.algorithms.off_policy import importance_weights
 from rlsys.data.collate import IGNORE
 
 
@@ -69,10 +70,11 @@ def policy_objective(model, batch: dict, hparams: dict):
     # On-policy (one update per batch) the sampling policy is this one: no separate forward pass needed.
     old_logp = batch["old_logp"] if "old_logp" in batch else logp.detach()
     aggregation = {"aggregation": hparams["aggregation"], "max_len": hparams.get("max_len"), "weights": weights}
+    is_weights, is_metrics = off_policy_weights(old_logp, batch, hparams, metric_weights)
     loss, metrics = policy_loss(logp, old_logp, batch["advantages"], mask, clip_low=hparams["clip_low"],
                                 clip_high=hparams["clip_high"], dual_clip=hparams.get("dual_clip"),
-                                metric_weights=metric_weights, **aggregation)
-    metrics = {"policy_loss": loss.item(), **metrics}
+                                metric_weights=metric_weights, is_weights=is_weights, **aggregation)
+    metrics = {"policy_loss": loss.item(), **metrics, **is_metrics}
     if "ref_logp" in batch:  # k3: unbiased and never negative
         metrics["kl"] = weighted_mean(kl_penalty(old_logp, batch["ref_logp"], "k3"), mask, metric_weights).item()
     if hparams.get("kl_loss_coef", 0.0) > 0 and "ref_logp" in batch:
@@ -84,6 +86,19 @@ def policy_objective(model, batch: dict, hparams: dict):
                                                     weights)
     metrics["entropy"] = weighted_mean(entropy.detach(), mask, metric_weights).item()
     return loss, metrics
+
+
+def off_policy_weights(old_logp, batch: dict, hparams: dict, metric_weights):
+    """Importance weights of the sampler's tokens against the policy before this update, and their metrics
+    (`is/...`); (None, {}) without the sampler's logprobs."""
+    if "behaviour_logp" not in batch:
+        return None, {}
+    mode = hparams.get("is_correction", "none")
+    is_weights, stats = importance_weights(old_logp, batch["behaviour_logp"], batch["response_mask"], mode=mode,
+                                           level=hparams.get("is_level", "token"), cap=hparams.get("is_cap", 2.0),
+                                           low=hparams.get("is_low", 0.5), high=hparams.get("is_high", 2.0))
+    metrics = {f"is/{k}": weighted_mean(v, batch["response_mask"], metric_weights).item() for k, v in stats.items()}
+    return (is_weights if mode != "none" else None), metrics
 
 
 def value_objective(model, batch: dict, hparams: dict):

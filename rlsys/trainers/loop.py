@@ -2,9 +2,10 @@
 
 A controller provides start() / stop() (its actors), restore(folder) -> step, step(n) -> metrics,
 evaluate(n) -> metrics, save(checkpoints, n) and finish() (the final Hugging Face checkpoint).
-When an actor dies (killed, out of memory, node lost) the actors are started again, the latest checkpoint is
-loaded and the run goes on from there, up to `fault_tolerance.max_restarts` times; metrics.jsonl is rewound
-to the checkpoint so no step is missing or repeated.
+When an actor dies (killed, out of memory, node lost) or a call outlives its watchdog deadline, the actors are
+started again, the latest checkpoint is loaded and the run goes on from there, up to
+`fault_tolerance.max_restarts` times; metrics.jsonl is rewound to the checkpoint so no step is missing or
+repeated.
 """
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 from rlsys.logging import MetricsLogger
 from rlsys.trainers.common import Checkpoints
+from rlsys import watchdog
+from rlsys.watchdog import Stalled
 
 ACTOR_FAILURES = (RayActorError, ActorDiedError, ActorUnavailableError)
+RESTARTABLE = (*ACTOR_FAILURES, Stalled)
 
 
 class Controller(Protocol):
@@ -30,6 +34,7 @@ class Controller(Protocol):
 
 def run_steps(controller: Controller, cfg, title: str) -> dict[str, float]:
     t = cfg.trainer
+    watchdog.configure(cfg.watchdog)
     checkpoints = Checkpoints(cfg.output_dir, t.keep_last)
     resume_from = checkpoints.resolve(cfg.resume)
     logger: MetricsLogger | None = None
@@ -63,14 +68,16 @@ def run_steps(controller: Controller, cfg, title: str) -> dict[str, float]:
                         controller.save(checkpoints, step)
                 controller.finish()
                 return metrics
-            except ACTOR_FAILURES as err:
+            except RESTARTABLE as err:
                 if restarts >= cfg.fault_tolerance.max_restarts:
                     raise
                 restarts += 1
                 resume_from = checkpoints.latest()
                 where = f"checkpoint {resume_from.name}" if resume_from else "the start"
-                print(f"[{title}] an actor died ({type(err).__name__}: {str(err).splitlines()[0][:160]}); "
-                      f"restart {restarts}/{cfg.fault_tolerance.max_restarts} from {where}", flush=True)
+                what = str(err) if isinstance(err, Stalled) else \
+                    f"an actor died ({type(err).__name__}: {str(err).splitlines()[0][:160]})"
+                print(f"[{title}] {what}; restart {restarts}/{cfg.fault_tolerance.max_restarts} from {where}",
+                      flush=True)
             finally:
                 controller.stop()
     finally:

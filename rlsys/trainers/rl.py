@@ -1,12 +1,14 @@
 """The RL controller (GRPO, PPO, RLOO, REINFORCE++). One step reads like the algorithm:
 
     samples  = rollout.generate(prompts, n)             vLLM engines: token ids + logprobs
+               (async, rollout.max_staleness = K > 0: sampled K steps ahead by the policy K versions back)
     rewards  = reward(prompts, completions, columns)     rules, functions, reward models, judges, remote
                (dynamic sampling: again with new prompts until every group's rewards differ)
     old, ref = policy.logprobs(samples), reference.logprobs(samples); values = critic.values(samples)
                (concurrently, and each only when something reads it)
     adv      = advantages(rewards, old, ref, values)     pure functions in rlsys.algorithms
-    policy.train(...); critic.train(...)                 mini-batches x epochs
+    policy.train(...); critic.train(...)                 mini-batches x epochs (importance-weighted by the
+                                                         sampler's logprobs with algo.is_correction)
     policy.send_weights(rollout)                         buckets through the object store
 """
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -25,8 +27,10 @@ from rlsys.algorithms import build_kl_controller, groups_with_spread, kl_penalty
 from rlsys.data.collate import pad
 from rlsys.data.job_data import encode_prompts, prompt_rows
 from rlsys.models.builders import load_tokenizer
+from rlsys import watchdog
 from rlsys.rewards import build_reward
 from rlsys.trainers.advantages import estimate_advantages
+from rlsys.trainers.ahead import AheadRollouts, Batch
 from rlsys.trainers.common import Checkpoints, base_model_path, mean_metrics, prepare_output_dir
 from rlsys.trainers.evaluate import evaluate_accuracy
 from rlsys.trainers.loop import run_steps
@@ -47,13 +51,21 @@ def padded(rows: list[list[float]]) -> torch.Tensor:
     return pad(rows, 0.0, dtype=torch.float32)
 
 
+def is_correction(cfg) -> str:
+    """The off-policy correction in force: `auto` truncates importance weights when sampling runs ahead."""
+    mode = cfg.algo.is_correction
+    return ("tis" if cfg.rollout.max_staleness > 0 else "none") if mode == "auto" else mode
+
+
 def policy_hparams(cfg, kl_coef: float) -> dict:
     """What the policy and value losses read; kl_coef is the controller's current value (adaptive or fixed)."""
     a = cfg.algo
     return {"clip_low": a.clip_low, "clip_high": a.clip_high, "dual_clip": a.dual_clip,
             "aggregation": a.loss_aggregation, "max_len": cfg.rollout.max_new_tokens,
             "kl_loss_coef": 0.0 if a.kl_in_reward else kl_coef, "kl_estimator": a.kl_estimator,
-            "entropy_coef": a.entropy_coef, "temperature": cfg.rollout.temperature, "value_clip": a.value_clip}
+            "entropy_coef": a.entropy_coef, "temperature": cfg.rollout.temperature, "value_clip": a.value_clip,
+            "is_correction": is_correction(cfg), "is_level": a.is_level, "is_cap": a.is_cap, "is_low": a.is_low,
+            "is_high": a.is_high}
 
 
 def update(group, samples: dict[str, list], objective: str, hparams: dict, cfg) -> dict[str, float]:
@@ -90,6 +102,7 @@ class RLController:
         # One on-policy update per batch needs no forward pass for the sampling policy's logprobs.
         self.needs_old_logp = a.kl_in_reward or a.epochs > 1 or 0 < a.mini_batch_size < cfg.trainer.batch_size
         self.roles: RLRoles | None = None
+        self.ahead: AheadRollouts | None = None  # async: batches sampled ahead of the trainer
 
     # ---- actors -----------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -98,20 +111,31 @@ class RLController:
         policy_judge = lambda: judge_term(self.cfg, self.roles.rollout, self.model_path, generate=self.generate)
         self.reward = build_reward(self.reward_specs, actor_term=actor_terms(self.cfg, self.roles.rewards, policy_judge))
         (self.out / "placement.json").write_text(json.dumps(self.roles.locations(), indent=2))
+        if self.cfg.rollout.max_staleness > 0:
+            self.ahead = AheadRollouts(self.sample_batch, self.cfg.rollout.max_staleness, self.cfg.trainer.max_steps)
 
     def stop(self) -> None:
+        if self.ahead is not None:
+            self.ahead.stop()
         if self.roles is not None:
             self.roles.kill()
             self.roles = None
+        if self.ahead is not None:
+            self.ahead.join()
+            self.ahead = None
 
     def restore(self, folder) -> int:
         state = Checkpoints.load(folder, self.roles.trainers())
         self.kl_ctl.load_state_dict(state["kl_controller"])
         self.roles.policy.send_weights(self.roles.rollout.engines, self.bucket_bytes)
+        if self.ahead is not None:  # what was sampled ahead and not trained yet goes back into the buffer
+            self.ahead.start(state["step"], [batch_from_dict(b) for b in state.get("rollout_buffer", [])])
         return state["step"]
 
     def save(self, checkpoints: Checkpoints, step: int) -> None:
-        checkpoints.save(step, self.roles.trainers(), {"job": self.cfg.job, "kl_controller": self.kl_ctl.state_dict()})
+        buffered = [asdict(b) for b in self.ahead.buffered()] if self.ahead is not None else []
+        checkpoints.save(step, self.roles.trainers(), {"job": self.cfg.job, "kl_controller": self.kl_ctl.state_dict(),
+                                                       "rollout_buffer": buffered})
 
     def finish(self) -> None:
         self.roles.policy.save_hf(str(self.out / "checkpoints" / "final"))
@@ -121,10 +145,13 @@ class RLController:
         cfg, a, roles = self.cfg, self.cfg.algo, self.roles
         times: dict[str, float] = {}
         with timed(times, "step"):
-            groups, sampled = self.sample_groups(step, times)
+            batch = self.next_batch(step, times)
+            groups, sampled = batch.groups, batch.sampled
             scores = [s for g in groups for s in g.scores]
             samples = {"prompt_ids": [g.prompt_ids for g in groups for _ in range(a.n_samples)],
-                       "response_ids": [ids for g in groups for ids in g.response_ids]}
+                       "response_ids": [ids for g in groups for ids in g.response_ids],
+                       "behaviour_logp": [sampler_logp(out, ids) for g in groups
+                                          for out, ids in zip(g.generated, g.response_ids)]}
 
             with timed(times, "ref"):
                 samples.update(self.forward_passes(samples))
@@ -148,9 +175,7 @@ class RLController:
                     policy_metrics = update(roles.policy, samples, "policy", hparams, cfg)
 
             with timed(times, "sync"):
-                if roles.colocated:
-                    roles.rollout.wake_up()
-                sync = roles.policy.send_weights(roles.rollout.engines, self.bucket_bytes)
+                sync = self.publish(step, times)
 
         kl_metrics = self.update_kl(policy_metrics.pop("kl", 0.0), old_logp, ref_logp, mask) if roles.reference else {}
         # rewards and responses of everything sampled: with dynamic sampling the trained groups are a biased pick
@@ -165,7 +190,9 @@ class RLController:
             # samples that cannot move the policy; without a KL or entropy term they are not run
             "train/zero_advantage_frac": float(np.mean([not any(row) for row in samples["advantages"]])),
             **kl_metrics,
-            **{f"train/{k}": v for k, v in policy_metrics.items()},
+            **{f"train/{k}": v for k, v in policy_metrics.items() if not k.startswith("is/")},
+            **{f"rollout/{k[3:]}": v for k, v in policy_metrics.items() if k.startswith("is/")},
+            "rollout/staleness_mean": float(step - 1 - batch.version), "rollout/staleness_max": float(step - 1 - batch.version),
             **{f"critic/{k}": v for k, v in critic_metrics.items()},
             "response/length_mean": float(np.mean([len(out["response_ids"]) for out in generated])),
             "response/clipped_frac": float(np.mean([out["finish_reason"] == "length" for out in generated])),
@@ -174,6 +201,35 @@ class RLController:
             "perf/sample_rounds": float(len(sampled) // cfg.trainer.batch_size),
             "perf/sync_mb": sync["sync_mb"], "perf/sync_buckets": sync["sync_buckets"],
         }
+
+    def next_batch(self, step: int, times: dict) -> Batch:
+        """Batch `step`: sampled now by the current policy, or taken from those sampled ahead."""
+        if self.ahead is None:
+            batch = self.sample_batch(step, step - 1)
+        else:
+            if not self.ahead.running:
+                self.ahead.start(step - 1, [])
+            batch, waited = self.ahead.take(step)
+            times["perf/trainer_idle_s"] = waited
+        times.update(batch.times)
+        return batch
+
+    def sample_batch(self, step: int, version: int) -> Batch:
+        times: dict[str, float] = {}
+        groups, sampled = self.sample_groups(step, times)
+        return Batch(step, version, groups, sampled, times)
+
+    def publish(self, step: int, times: dict) -> dict[str, float]:
+        """The updated policy's weights to the engines (async: once the batch they are sampling is done)."""
+        roles = self.roles
+        send = lambda: roles.policy.send_weights(roles.rollout.engines, self.bucket_bytes)
+        if self.ahead is not None:
+            sync, waited = self.ahead.publish(step, send)
+            times["perf/trainer_idle_s"] = times.get("perf/trainer_idle_s", 0.0) + waited
+            return sync
+        if roles.colocated:
+            roles.rollout.wake_up()
+        return send()
 
     def forward_passes(self, samples: dict[str, list]) -> dict[str, list]:
         """The sampler's and the reference's logprobs and the critic's values, each only when something reads
@@ -225,8 +281,8 @@ class RLController:
         scores, per_term = self.score(batch, responses)
         spread = groups_with_spread(torch.tensor(scores), n).tolist()
         parts = [slice(i * n, (i + 1) * n) for i in range(len(batch))]  # each prompt's n samples
-        return [Group(prompt, generated[part], responses[part], scores[part],
-                      {name: values[part] for name, values in per_term.items()}, has_spread)
+        return [Group(prompt, generated[part], responses[part], scores[part].tolist(),
+                      {name: values[part].tolist() for name, values in per_term.items()}, has_spread)
                 for prompt, part, has_spread in zip(prompt_ids, parts, spread)]
 
     def generate(self, prompt_ids: list[list[int]], sampling: Sampling, seed: int = 0) -> list[dict]:
@@ -244,7 +300,8 @@ class RLController:
         prompts = [row["messages"][-1]["content"] for row in batch for _ in range(n)]
         columns = {k: [row.get(k) for row in batch for _ in range(n)] for k in batch[0] if k != "messages"}
         messages = [row["messages"] for row in batch for _ in range(n)]
-        return self.reward(prompts, completions, columns, messages=messages)
+        return watchdog.call(self.reward, prompts, completions, columns, messages=messages, kind="reward_s",
+                             role=f"the reward ({', '.join(self.reward.names)})", call=f"scoring {len(prompts)} samples")
 
     def evaluate(self, step: int) -> tuple[dict[str, float], list[dict]]:
         greedy = lambda prompts: [s["response_ids"] for s in self.generate(prompts, self.greedy)]
@@ -261,6 +318,18 @@ class Group:
     scores: list[float]
     per_term: dict[str, list[float]]
     has_spread: bool  # not all samples scored the same
+
+
+def sampler_logp(generated: dict, response_ids: list[int]) -> list[float]:
+    """The sampler's logprob of each trained token; NaN where it has none (an empty response stands in as EOS),
+    which the importance weights treat as on-policy."""
+    logp = generated.get("logp") or []
+    return list(logp) if len(logp) == len(response_ids) else [float("nan")] * len(response_ids)
+
+
+def batch_from_dict(saved: dict) -> Batch:
+    groups = lambda items: [Group(**g) for g in items]
+    return Batch(**{**saved, "groups": groups(saved["groups"]), "sampled": groups(saved["sampled"])})
 
 
 def ragged(tensor: torch.Tensor, lengths: list[int]) -> list[list[float]]:
