@@ -174,13 +174,13 @@ class RLController:
                 if step > a.critic_warmup_steps or not roles.critic:
                     policy_metrics = update(roles.policy, samples, "policy", hparams, cfg)
 
-            with timed(times, "sync"):
-                sync = self.publish(step, times)
+            sync = self.publish(step, times)
 
         kl_metrics = self.update_kl(policy_metrics.pop("kl", 0.0), old_logp, ref_logp, mask) if roles.reference else {}
         # rewards and responses of everything sampled: with dynamic sampling the trained groups are a biased pick
         all_scores = [s for g in sampled for s in g.scores]
         generated = [out for g in sampled for out in g.generated]
+        staleness = float(step - 1 - batch.version)  # updates since the policy that sampled the batch
         return {
             "reward/mean": float(np.mean(all_scores)), "reward/std": float(np.std(all_scores)),
             **{f"reward/{name}": float(np.mean([v for g in sampled for v in g.per_term[name]]))
@@ -192,7 +192,7 @@ class RLController:
             **kl_metrics,
             **{f"train/{k}": v for k, v in policy_metrics.items() if not k.startswith("is/")},
             **{f"rollout/{k[3:]}": v for k, v in policy_metrics.items() if k.startswith("is/")},
-            "rollout/staleness_mean": float(step - 1 - batch.version), "rollout/staleness_max": float(step - 1 - batch.version),
+            "rollout/staleness_mean": staleness, "rollout/staleness_max": staleness,
             **{f"critic/{k}": v for k, v in critic_metrics.items()},
             "response/length_mean": float(np.mean([len(out["response_ids"]) for out in generated])),
             "response/clipped_frac": float(np.mean([out["finish_reason"] == "length" for out in generated])),
@@ -222,14 +222,18 @@ class RLController:
     def publish(self, step: int, times: dict) -> dict[str, float]:
         """The updated policy's weights to the engines (async: once the batch they are sampling is done)."""
         roles = self.roles
-        send = lambda: roles.policy.send_weights(roles.rollout.engines, self.bucket_bytes)
-        if self.ahead is not None:
-            sync, waited = self.ahead.publish(step, send)
-            times["perf/trainer_idle_s"] = times.get("perf/trainer_idle_s", 0.0) + waited
-            return sync
-        if roles.colocated:
-            roles.rollout.wake_up()
-        return send()
+
+        def send() -> dict[str, float]:
+            with timed(times, "sync"):
+                if roles.colocated:  # vLLM slept while the trainers had the device
+                    roles.rollout.wake_up()
+                return roles.policy.send_weights(roles.rollout.engines, self.bucket_bytes)
+
+        if self.ahead is None:
+            return send()
+        sync, waited = self.ahead.publish(step, send)
+        times["perf/trainer_idle_s"] = times.get("perf/trainer_idle_s", 0.0) + waited
+        return sync
 
     def forward_passes(self, samples: dict[str, list]) -> dict[str, list]:
         """The sampler's and the reference's logprobs and the critic's values, each only when something reads
@@ -301,7 +305,8 @@ class RLController:
         columns = {k: [row.get(k) for row in batch for _ in range(n)] for k in batch[0] if k != "messages"}
         messages = [row["messages"] for row in batch for _ in range(n)]
         return watchdog.call(self.reward, prompts, completions, columns, messages=messages, kind="reward_s",
-                             role=f"the reward ({', '.join(self.reward.names)})", call=f"scoring {len(prompts)} samples")
+                             role=f"the reward ({', '.join(self.reward.names)})",
+                             call=f"scoring {len(prompts)} samples")
 
     def evaluate(self, step: int) -> tuple[dict[str, float], list[dict]]:
         greedy = lambda prompts: [s["response_ids"] for s in self.generate(prompts, self.greedy)]
