@@ -36,7 +36,7 @@ def test_policy_and_rollout_run_in_separate_actors_and_no_reference_without_kl(g
     placement = json.loads((grpo_run[0] / "placement.json").read_text())
     assert "reference" not in placement, "with algo.kl_coef=0 nothing reads a reference model"
     pids = {role: {a["pid"] for a in actors} for role, actors in placement.items()}
-    assert len(pids["policy"]) == 2 and len(pids["rollout"]) == 2 and not (pids["policy"] & pids["rollout"])
+    assert len(pids["policy"]) == 1 and len(pids["rollout"]) == 2 and not (pids["policy"] & pids["rollout"])
     groups = {role: {a["placement_group"] for a in actors} for role, actors in placement.items()}
     assert len(set.union(*groups.values())) == 2, "each role on its own placement group"
 

@@ -54,10 +54,10 @@ def test_grpo_rayjob_is_valid_and_sized_from_the_roles():
     assert manifest["kind"] == "RayJob" and manifest["spec"]["shutdownAfterJobFinishes"] is True
     assert manifest["spec"]["ttlSecondsAfterFinished"] > 0
     assert cluster_spec(manifest)["rayVersion"] == "2.60.0"
-    group = workers(manifest)  # policy 2 + rollout 2 x tp 1; no reference without a KL term
-    assert (group["replicas"], gpus_of(group["template"]), group["rayStartParams"]["num-gpus"]) == (1, 4, "4")
+    group = workers(manifest)  # the preset's policy 1 + rollout 2 x tp 1; no reference without a KL term
+    assert (group["replicas"], gpus_of(group["template"]), group["rayStartParams"]["num-gpus"]) == (1, 3, "3")
     with_kl = workers(rayjob("grpo", GRPO + ["algo.kl_coef=0.05"]))  # + the reference
-    assert gpus_of(with_kl["template"]) == 5
+    assert gpus_of(with_kl["template"]) == 4
     assert gpus_of(cluster_spec(manifest)["headGroupSpec"]["template"]) == 0
 
 
@@ -71,7 +71,7 @@ def test_ppo_rayjob_counts_the_critic_and_splits_over_nodes():
 
 
 def test_colocated_roles_need_only_the_policy_devices():
-    assert gpus_of(workers(rayjob("grpo", ["cluster.colocate=true"]))["template"]) == 2
+    assert gpus_of(workers(rayjob("grpo", ["cluster.colocate=true", "cluster.policy.num_ranks=2"]))["template"]) == 2
 
 
 def test_cpu_device_renders_cpu_only_pods():
@@ -109,7 +109,7 @@ def test_raycluster_is_valid_and_carries_the_command():
     assert_valid(manifest)
     assert manifest["kind"] == "RayCluster"
     assert manifest["metadata"]["annotations"]["rlsys/entrypoint"].startswith("rlsys pipeline ")
-    assert gpus_of(workers(manifest)["template"]) == 4  # the largest stage: GRPO (policy 2 + rollout 2)
+    assert gpus_of(workers(manifest)["template"]) == 3  # the largest stage: GRPO (policy 1 + rollout 2)
 
 
 def test_cli_prints_yaml(capsys):
