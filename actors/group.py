@@ -39,9 +39,9 @@ class Pending:
     ranks returned."""
     refs: list
     combine: Callable[[list], Any]
-    role: str = "a group"
-    call: str = "a call"
-    deadline: str = "forward_s"
+    role: str  # the group's name, for the watchdog's message
+    call: str
+    deadline: str  # which watchdog.*_s applies
 
     def result(self) -> Any:
         from rlsys import watchdog

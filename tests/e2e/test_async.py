@@ -5,7 +5,6 @@ the same per-step metrics as an uninterrupted one (the batches sampled ahead liv
 function that never returns ends the run with the watchdog's message instead of hanging it."""
 import json
 import os
-import shutil
 import signal
 import threading
 
@@ -13,7 +12,7 @@ import pytest
 
 from rlsys.watchdog import Stalled
 from tests.e2e.conftest import run_job
-from tests.e2e.test_fault_tolerance import wait_for_step
+from tests.e2e.test_fault_tolerance import as_crashed_after_step_5, wait_for_step
 
 pytestmark = pytest.mark.e2e
 
@@ -57,13 +56,7 @@ def test_async_resume_auto_is_exact(pretrained, uninterrupted, tmp_path):
     """The run's folder as a crash after step 5 would leave it; resume=auto continues from step 4's checkpoint
     with the two batches it had sampled ahead, and logs steps 5-8 as the uninterrupted run did."""
     crashed = tmp_path / "grpo"
-    shutil.copytree(uninterrupted[0], crashed)
-    checkpoints = crashed / "checkpoints"
-    for folder in ("step_000006", "step_000008", "final"):
-        shutil.rmtree(checkpoints / folder)
-    (checkpoints / "latest").write_text("step_000004")
-    lines = (crashed / "metrics.jsonl").read_text().splitlines()
-    (crashed / "metrics.jsonl").write_text("\n".join(lines[:5]) + "\n")
+    as_crashed_after_step_5(uninterrupted[0], crashed)
     assert_same_steps(uninterrupted[1], grpo_async(pretrained, crashed, "resume=auto"))
 
 

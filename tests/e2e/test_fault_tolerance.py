@@ -42,6 +42,18 @@ def assert_same_steps(expected: list[dict], actual: list[dict], first_step: int)
             assert b[key] == pytest.approx(a[key], abs=1e-6), f"step {a['step']}: {key} {a[key]} != {b[key]}"
 
 
+def as_crashed_after_step_5(finished, crashed) -> None:
+    """A copy of a finished 8-step run (checkpoints every 2 steps) as a crash after step 5 would have left it:
+    checkpoints up to step 4, metrics up to step 5."""
+    shutil.copytree(finished, crashed)
+    checkpoints = crashed / "checkpoints"
+    for folder in ("step_000006", "step_000008", "final"):
+        shutil.rmtree(checkpoints / folder)
+    (checkpoints / "latest").write_text("step_000004")
+    lines = (crashed / "metrics.jsonl").read_text().splitlines()
+    (crashed / "metrics.jsonl").write_text("\n".join(lines[:5]) + "\n")
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(pretrained, tmp_path_factory):
     out = tmp_path_factory.mktemp("grpo_straight")
@@ -52,13 +64,7 @@ def test_grpo_resume_auto_is_exact(pretrained, uninterrupted, tmp_path):
     """The uninterrupted run's folder as a crash after step 5 would have left it: checkpoints up to step 4,
     metrics up to step 5. Rerunning with resume=auto must log steps 5-8 once, equal to the uninterrupted run's."""
     crashed = tmp_path / "grpo"
-    shutil.copytree(uninterrupted[0], crashed)
-    checkpoints = crashed / "checkpoints"
-    for folder in ("step_000006", "step_000008", "final"):
-        shutil.rmtree(checkpoints / folder)
-    (checkpoints / "latest").write_text("step_000004")
-    lines = (crashed / "metrics.jsonl").read_text().splitlines()
-    (crashed / "metrics.jsonl").write_text("\n".join(lines[:5]) + "\n")
+    as_crashed_after_step_5(uninterrupted[0], crashed)
     resumed = grpo(pretrained, crashed, "trainer.max_steps=8", "resume=auto")
     assert [m["step"] for m in resumed] == list(range(1, 9)), "no step lost or repeated"
     assert_same_steps(uninterrupted[1], resumed, first_step=5)
