@@ -1,13 +1,17 @@
 """Rollout engines (vLLM, or transformers `generate`) as Ray actors, and the group that spreads prompts over them.
 
 Both engines have the same small RPC surface: generate, prompt_logprobs, begin/receive/finish a weight
-update, sleep/wake_up. Weights arrive as safetensors-encoded buckets through the object store.
+update, sleep/wake_up. Weights arrive as safetensors-encoded buckets through the object store; vLLM engines
+also take a LoRA adapter, or weights over NCCL or CUDA IPC (actors/weight_sync.py).
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import ray
 
@@ -27,6 +31,8 @@ class RolloutSpec:
     gpu_memory_utilization: float = 0.5
     enable_sleep: bool = False
     cpu_threads: int = 1
+    weight_sync: str = "object_store"  # how new weights arrive: object_store | adapter | nccl | ipc
+    lora_rank: int = 0  # adapter: the policy's LoRA rank
 
 
 @dataclass
@@ -57,13 +63,22 @@ class VLLMEngine:
         # Per-request seeds make samples a function of (weights, prompt, seed): a resumed run draws exactly
         # what it would have. vLLM's CPU sampler cannot rewind a seeded generator when it discards the token of
         # a partial prefill chunk ("CPU Generator does not use offset"), so on CPU prefills are not chunked.
+        self.spec = spec
+        self.adapter = None  # adapter sync: the LoRA request every generate carries
+        self.adapter_dir = tempfile.TemporaryDirectory(prefix="rlsys-adapter-")
+        extra = {}
+        if spec.weight_sync == "adapter":
+            ranks = [1, 8, 16, 32, 64, 128, 256, 320, 512]  # the ranks vLLM compiles for
+            extra.update(enable_lora=True, max_loras=1, max_lora_rank=next(r for r in ranks if r >= spec.lora_rank))
+        if spec.weight_sync in ("nccl", "ipc"):
+            extra["weight_transfer_config"] = {"backend": spec.weight_sync}
         self.llm = vllm.LLM(
             model=spec.model_path, dtype=str(resolve_dtype(spec.dtype, spec.device)).replace("torch.", ""),
             seed=spec.seed, max_model_len=spec.max_model_len, tensor_parallel_size=spec.tensor_parallel_size,
             gpu_memory_utilization=spec.gpu_memory_utilization, enforce_eager=spec.device == "cpu",
             enable_sleep_mode=spec.enable_sleep, worker_extension_cls="actors.vllm_extension.WeightReceiver",
             logprobs_mode="processed_logprobs", enable_prefix_caching=False,
-            enable_chunked_prefill=False if spec.device == "cpu" else None)
+            enable_chunked_prefill=False if spec.device == "cpu" else None, **extra)
 
     def generate(self, prompt_ids: list[list[int]], sampling: Sampling,
                  seeds: list[list[int]] | None = None) -> list[dict]:
@@ -78,7 +93,8 @@ class VLLMEngine:
                                       top_k=sampling.top_k, max_tokens=sampling.max_new_tokens,
                                       stop=list(sampling.stop) or None, logprobs=0, seed=seed)
                   for _, seed in requests]
-        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids, _ in requests], params, use_tqdm=False)
+        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids, _ in requests], params, use_tqdm=False,
+                                    lora_request=self.adapter)
         return [{"response_ids": list(c.token_ids),
                  "logp": [next(iter(lp.values())).logprob if lp else 0.0 for lp in (c.logprobs or [])],
                  "finish_reason": c.finish_reason}
@@ -89,7 +105,8 @@ class VLLMEngine:
         import vllm
 
         params = vllm.SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0)
-        outputs = self.llm.generate([{"prompt_token_ids": s} for s in sequences], params, use_tqdm=False)
+        outputs = self.llm.generate([{"prompt_token_ids": s} for s in sequences], params, use_tqdm=False,
+                                    lora_request=self.adapter)
         return [[lp[tok].logprob for lp, tok in zip(out.prompt_logprobs[1:], seq[1:])]
                 for out, seq in zip(outputs, sequences)]
 
@@ -101,6 +118,38 @@ class VLLMEngine:
 
     def finish_weight_update(self) -> None:
         self.llm.collective_rpc("rlsys_finish_update")
+        self.llm.reset_prefix_cache()
+
+    def load_adapter(self, files: dict[str, bytes]) -> None:
+        """A new LoRA adapter version (PEFT's files): later requests carry it; the previous one is unloaded."""
+        from vllm.lora.request import LoRARequest
+
+        version = self.adapter.lora_int_id + 1 if self.adapter else 1
+        folder = Path(self.adapter_dir.name) / f"v{version}"
+        folder.mkdir()
+        for name, data in files.items():
+            (folder / name).write_bytes(data)
+        if self.adapter is not None:
+            self.llm.llm_engine.remove_lora(self.adapter.lora_int_id)
+            shutil.rmtree(self.adapter.lora_path, ignore_errors=True)
+        self.adapter = LoRARequest(f"policy-v{version}", version, str(folder))
+        self.llm.reset_prefix_cache()
+
+    # vLLM's weight-transfer API (NCCL, CUDA IPC), driven by the trainer's sender
+    def tensor_parallel_size(self) -> int:
+        return self.spec.tensor_parallel_size
+
+    def transfer_init(self, init_info: dict) -> None:
+        self.llm.init_weight_transfer_engine({"init_info": init_info})
+
+    def transfer_start(self) -> None:
+        self.llm.start_weight_update()
+
+    def transfer_update(self, update_info) -> None:
+        self.llm.update_weights({"update_info": update_info})
+
+    def transfer_finish(self) -> None:
+        self.llm.finish_weight_update()
         self.llm.reset_prefix_cache()
 
     def location(self) -> dict:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from actors.group import ALL, RANK0, SPLIT, actor_location, dispatch, free_port
+from actors.weight_sync import WeightSync, sender
 from rlsys.engine.batch import with_loss_weights
 
 ROLE_MODEL = {"policy": "causal_lm", "reference": "causal_lm", "critic": "value", "reward": "reward"}
@@ -46,6 +47,7 @@ class TrainWorker:
         self.spec = spec
         self.rank = 0
         self.engine = None
+        self.weight_senders: dict = {}  # (WeightSync, engines) -> its sender
 
     def node_address(self) -> tuple[str, int]:
         import ray
@@ -211,25 +213,13 @@ class TrainWorker:
         return folder
 
     @dispatch(RANK0, deadline="sync_s")
-    def send_weights(self, engines: list, bucket_bytes: int) -> dict[str, float]:
-        """Stream the full weights to rollout engines in buckets: one object-store put and one call per bucket."""
-        import ray
-        from safetensors.torch import save
-
-        from rlsys.engine.weights import buckets, iter_hf_weights
-
-        sent = calls = 0
-        if self.rank == 0:
-            ray.get([e.begin_weight_update.remote() for e in engines])
-        for bucket in buckets(iter_hf_weights(self.engine.module, self.engine.zero3), bucket_bytes):
-            if self.rank == 0:
-                payload = ray.put(save(bucket))
-                ray.get([e.receive_bucket.remote(payload) for e in engines])
-                sent += sum(t.numel() * t.element_size() for t in bucket.values())
-                calls += 1
-        if self.rank == 0:
-            ray.get([e.finish_weight_update.remote() for e in engines])
-        return {"sync_mb": sent / 2**20, "sync_buckets": float(calls)}
+    def send_weights(self, engines: list, sync: WeightSync) -> dict[str, float]:
+        """The current weights to the rollout engines, by `sync.kind` (actors/weight_sync.py). NCCL and IPC
+        senders keep their connection for the engines they were opened to."""
+        key = (sync, tuple(e._actor_id.hex() for e in engines))
+        if key not in self.weight_senders:
+            self.weight_senders[key] = sender(sync, engines, self.rank)
+        return self.weight_senders[key].send(self.engine.module, self.engine.zero3)
 
     @dispatch(ALL, deadline="train_s")
     def save_checkpoint(self, folder: str) -> None:

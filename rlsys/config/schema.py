@@ -131,6 +131,8 @@ class RolloutConfig:
     top_k: int = -1
     max_new_tokens: int = 8
     stop: List[str] = field(default_factory=list)
+    # how new weights reach the engines: auto | object_store | adapter (LoRA) | nccl | ipc (actors/weight_sync.py)
+    weight_sync: str = "auto"
     weight_sync_bucket_mb: float = 64.0
     # async RL: batch s is sampled by policy version s-1-K while earlier batches train (0: synchronous)
     max_staleness: int = 0

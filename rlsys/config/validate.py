@@ -23,6 +23,7 @@ CHOICES = {
     "cluster.device": ("auto", "cpu", "cuda"),
     "cluster.placement_strategy": ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
     "rollout.backend": ("vllm", "hf"),
+    "rollout.weight_sync": ("auto", "object_store", "adapter", "nccl", "ipc"),
     "algo.name": ("grpo", "ppo", "rloo", "reinforce_pp"),
     "algo.advantage": ("group", "gae", "rloo", "reinforce_pp"),
     "algo.loss_aggregation": ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"),

@@ -11,7 +11,7 @@ from typing import Iterator
 import torch
 
 
-def _gathered(params: list[torch.nn.Parameter], zero3: bool):
+def gathered(params: list[torch.nn.Parameter], zero3: bool):
     if not zero3:
         return nullcontext()
     import deepspeed
@@ -19,7 +19,7 @@ def _gathered(params: list[torch.nn.Parameter], zero3: bool):
     return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
 
 
-def _is_peft(model: torch.nn.Module) -> bool:
+def is_peft(model: torch.nn.Module) -> bool:
     return hasattr(model, "peft_config")
 
 
@@ -39,15 +39,18 @@ def _merged_lora_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Te
         yield clean, tensor.detach().clone()
 
 
-def iter_hf_weights(model: torch.nn.Module, zero3: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, full tensor on CPU) for every weight, tied ones included under each of their names."""
-    if _is_peft(model):
-        with _gathered(list(model.parameters()), zero3):  # LoRA deltas need A, B and the base together
-            yield from ((n, t.cpu()) for n, t in _merged_lora_weights(model))
+def iter_hf_weights(model: torch.nn.Module, zero3: bool = False,
+                    on_device: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, full tensor) for every weight, tied ones included under each of their names; on CPU, or with
+    on_device where the model is (a copy under ZeRO-3, whose gathered weights are freed after each one)."""
+    place = (lambda t: t.clone() if zero3 else t) if on_device else (lambda t: t.to("cpu", copy=True))
+    if is_peft(model):
+        with gathered(list(model.parameters()), zero3):  # LoRA deltas need A, B and the base together
+            yield from ((n, t if on_device else t.cpu()) for n, t in _merged_lora_weights(model))
         return
     for name, param in model.named_parameters(remove_duplicate=False):
-        with _gathered([param], zero3):
-            yield name, param.detach().to("cpu", copy=True)
+        with gathered([param], zero3):
+            yield name, place(param.detach())
 
 
 def buckets(items: Iterator[tuple[str, torch.Tensor]], bucket_bytes: int) -> Iterator[dict[str, torch.Tensor]]:
@@ -71,4 +74,4 @@ def full_state_dict(model: torch.nn.Module, zero3: bool = False) -> dict[str, to
 
 def base_model(model: torch.nn.Module) -> torch.nn.Module:
     """The plain transformers model under a LoRA wrapper (for its config and save_pretrained)."""
-    return model.get_base_model() if _is_peft(model) else model
+    return model.get_base_model() if is_peft(model) else model

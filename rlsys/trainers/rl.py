@@ -9,7 +9,7 @@
     adv      = advantages(rewards, old, ref, values)     pure functions in rlsys.algorithms
     policy.train(...); critic.train(...)                 mini-batches x epochs (importance-weighted by the
                                                          sampler's logprobs with algo.is_correction)
-    policy.send_weights(rollout)                         buckets through the object store
+    policy.send_weights(rollout)                         object store, a LoRA adapter, NCCL or CUDA IPC
 """
 from __future__ import annotations
 
@@ -21,9 +21,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from actors import weight_sync
 from actors.cluster import resolve_device
 from actors.rollout import Sampling
 from rlsys.algorithms import build_kl_controller, groups_with_spread, kl_penalty, masked_mean
+from rlsys.config.validate import ConfigError
 from rlsys.data.collate import pad
 from rlsys.data.job_data import encode_prompts, prompt_rows
 from rlsys.models.builders import load_tokenizer
@@ -97,7 +99,10 @@ class RLController:
         self.sampling = Sampling(n=a.n_samples, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
                                  max_new_tokens=r.max_new_tokens, stop=list(r.stop))
         self.greedy = Sampling(n=1, temperature=0.0, max_new_tokens=r.max_new_tokens, stop=list(r.stop))
-        self.bucket_bytes = int(r.weight_sync_bucket_mb * 2**20)
+        if (problem := weight_sync.problem(cfg, self.device)) is not None:
+            raise ConfigError(problem)
+        self.weight_sync = weight_sync.WeightSync(weight_sync.resolve(cfg, self.device),
+                                                  int(r.weight_sync_bucket_mb * 2**20))
         self.kl_ctl = build_kl_controller(a.kl_controller, a.kl_coef, a.kl_target, a.kl_horizon)
         # One on-policy update per batch needs no forward pass for the sampling policy's logprobs.
         self.needs_old_logp = a.kl_in_reward or a.epochs > 1 or 0 < a.mini_batch_size < cfg.trainer.batch_size
@@ -127,7 +132,7 @@ class RLController:
     def restore(self, folder) -> int:
         state = Checkpoints.load(folder, self.roles.trainers())
         self.kl_ctl.load_state_dict(state["kl_controller"])
-        self.roles.policy.send_weights(self.roles.rollout.engines, self.bucket_bytes)
+        self.roles.policy.send_weights(self.roles.rollout.engines, self.weight_sync)
         if self.ahead is not None:  # what was sampled ahead and not trained yet goes back into the buffer
             self.ahead.start(state["step"], [batch_from_dict(b) for b in state.get("rollout_buffer", [])])
         return state["step"]
@@ -227,7 +232,7 @@ class RLController:
             with timed(times, "sync"):
                 if roles.colocated:  # vLLM slept while the trainers had the device
                     roles.rollout.wake_up()
-                return roles.policy.send_weights(roles.rollout.engines, self.bucket_bytes)
+                return roles.policy.send_weights(roles.rollout.engines, self.weight_sync)
 
         if self.ahead is None:
             return send()

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from actors.cluster import check_capacity, connect, node_label_resources, shared_placement
 from actors.group import ActorGroup, Placement, create_placement
 from actors.rollout import RolloutGroup, RolloutSpec
+from actors.weight_sync import resolve as resolve_weight_sync
 from rlsys.trainers.common import engine_settings, start_train_group
 from rlsys.trainers.reward_roles import RewardActors, actor_reward_specs, start_reward_actors, uses_judge_engines
 
@@ -40,12 +41,13 @@ class RLRoles:
         self.rewards.kill()
 
 
-def rollout_spec(cfg, model_path: str, device: str, colocated: bool, max_model_len: int | None = None) -> RolloutSpec:
+def rollout_spec(cfg, model_path: str, device: str, colocated: bool, max_model_len: int | None = None,
+                 weight_sync: str = "object_store") -> RolloutSpec:
     r = cfg.rollout
     return RolloutSpec(model_path=model_path, device=device, dtype=cfg.model.dtype, seed=cfg.seed,
                        max_model_len=max_model_len or cfg.data.max_length, tensor_parallel_size=r.tensor_parallel_size,
                        gpu_memory_utilization=r.gpu_memory_utilization if device == "cuda" else min(r.gpu_memory_utilization, 0.2),
-                       enable_sleep=colocated and device == "cuda")
+                       enable_sleep=colocated and device == "cuda", weight_sync=weight_sync, lora_rank=cfg.model.lora.r)
 
 
 def rollout_placement(cfg, device: str, num_engines: int) -> Placement:
@@ -116,7 +118,8 @@ def start_roles(cfg, model_path: str, device: str) -> RLRoles:
 
     def rollout() -> RolloutGroup:
         placement = slots(cfg.rollout.num_engines) if slots else rollout_placement(cfg, device, cfg.rollout.num_engines)
-        return RolloutGroup(cfg.rollout.backend, rollout_spec(cfg, model_path, device, c.colocate), placement, env=env)
+        spec = rollout_spec(cfg, model_path, device, c.colocate, weight_sync=resolve_weight_sync(cfg, device))
+        return RolloutGroup(cfg.rollout.backend, spec, placement, env=env)
 
     started: dict = {}  # killed again if a later role cannot start
     rewards = RewardActors()
