@@ -43,6 +43,7 @@ class Sampling:
     top_k: int = -1
     max_new_tokens: int = 16
     stop: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)  # end-of-turn tokens besides EOS (end_of_turn_ids)
 
 
 class VLLMEngine:
@@ -91,7 +92,8 @@ class VLLMEngine:
         requests = [(ids, seeds[i][j] if seeds else None) for i, ids in enumerate(prompt_ids) for j in range(sampling.n)]
         params = [vllm.SamplingParams(n=1, temperature=sampling.temperature, top_p=sampling.top_p,
                                       top_k=sampling.top_k, max_tokens=sampling.max_new_tokens,
-                                      stop=list(sampling.stop) or None, logprobs=0, seed=seed)
+                                      stop=list(sampling.stop) or None, logprobs=0, seed=seed,
+                                      stop_token_ids=list(sampling.stop_token_ids) or None)
                   for _, seed in requests]
         outputs = self.llm.generate([{"prompt_token_ids": ids} for ids, _ in requests], params, use_tqdm=False,
                                     lora_request=self.adapter)
@@ -185,7 +187,8 @@ class HFEngine:
 
         if seeds:
             torch.manual_seed(seeds[0][0])  # one batched generate: the chunk's first seed stands for all
-        pad_id, eos_id = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
+        pad_id = self.tokenizer.pad_token_id
+        stops = list(dict.fromkeys([self.tokenizer.eos_token_id, *sampling.stop_token_ids]))
         ids = pad(prompt_ids, pad_id, left=True).to(self.device)
         mask = pad([[1] * len(p) for p in prompt_ids], 0, left=True).to(self.device)
         greedy = sampling.temperature == 0
@@ -194,15 +197,15 @@ class HFEngine:
                 input_ids=ids, attention_mask=mask, max_new_tokens=sampling.max_new_tokens, do_sample=not greedy,
                 temperature=None if greedy else sampling.temperature, top_p=None if greedy else sampling.top_p,
                 top_k=None if greedy or sampling.top_k < 0 else sampling.top_k, num_return_sequences=sampling.n,
-                pad_token_id=pad_id, eos_token_id=eos_id, output_scores=True, return_dict_in_generate=True)
+                pad_token_id=pad_id, eos_token_id=stops, output_scores=True, return_dict_in_generate=True)
         steps = torch.stack(out.scores, dim=1).float().log_softmax(-1)  # processed scores, as vLLM reports them
         new_tokens = out.sequences[:, ids.shape[1]:]
         token_logp = steps.gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
         results = []
         for row, logp in zip(new_tokens.tolist(), token_logp.tolist()):
-            end = row.index(eos_id) + 1 if eos_id in row else len(row)
-            results.append({"response_ids": row[:end], "logp": logp[:end],
-                            "finish_reason": "stop" if eos_id in row else "length"})
+            end = first_stop(row, stops)
+            stopped = row[end - 1] in stops if end else False
+            results.append({"response_ids": row[:end], "logp": logp[:end], "finish_reason": "stop" if stopped else "length"})
         return results
 
     def prompt_logprobs(self, sequences: list[list[int]]) -> list[list[float]]:
@@ -241,6 +244,11 @@ class HFEngine:
 
 
 ENGINES = {"vllm": VLLMEngine, "hf": HFEngine}
+
+
+def first_stop(ids: list[int], stops: list[int]) -> int:
+    """The length of a response cut after its first stop token (all of it when it has none)."""
+    return next((i + 1 for i, token in enumerate(ids) if token in stops), len(ids))
 
 
 def sample_seed(*parts: int) -> int:

@@ -15,7 +15,9 @@ import numpy as np
 import torch
 
 from actors.group import ALL, RANK0, SPLIT, actor_location, dispatch, free_port
+from actors.rollout import first_stop
 from actors.weight_sync import WeightSync, sender
+from rlsys.models.builders import end_of_turn_ids
 from rlsys.engine.batch import with_loss_weights
 
 ROLE_MODEL = {"policy": "causal_lm", "reference": "causal_lm", "critic": "value", "reward": "reward"}
@@ -185,15 +187,12 @@ class TrainWorker:
         prompts = prompts or [[self.tokenizer.pad_token_id]]  # ZeRO-3: every rank must join the forward passes
         ids = pad(prompts, self.tokenizer.pad_token_id, left=True).to(self.spec.device)
         mask = pad([[1] * len(p) for p in prompts], 0, left=True).to(self.spec.device)
+        stops = end_of_turn_ids(self.tokenizer)
         with torch.no_grad():
             out = module.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                                  pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
+                                  pad_token_id=self.tokenizer.pad_token_id, eos_token_id=stops,
                                   synced_gpus=self.engine.zero3)
-        responses = []
-        for row in out[:, ids.shape[1]:].tolist():
-            if self.tokenizer.eos_token_id in row:
-                row = row[: row.index(self.tokenizer.eos_token_id) + 1]
-            responses.append(row)
+        responses = [row[:first_stop(row, stops)] for row in out[:, ids.shape[1]:].tolist()]
         return {"response_ids": responses[:count]}
 
     # ---- weights and checkpoints ------------------------------------------------------------------------

@@ -61,10 +61,10 @@ def trl_worker(result_file: str, overrides: list[str]) -> None:
 
     from rlsys.config.compose import compose_job
     from rlsys.config.validate import to_typed
-    from rlsys.data.job_data import encode_prompts, prompt_rows
+    from rlsys.data.job_data import prompt_rows
     from rlsys.models.builders import load_tokenizer
     from rlsys.rewards import answer_match
-    from rlsys.trainers.evaluate import evaluate_accuracy
+    from rlsys.trainers.evaluate import HeldOut
 
     torch.set_num_threads(os.cpu_count() or 1)
     cfg = to_typed(compose_job("grpo", overrides))
@@ -95,9 +95,9 @@ def trl_worker(result_file: str, overrides: list[str]) -> None:
     trainer.train()
     train_s = time.perf_counter() - began
 
-    trained, rows = trainer.accelerator.unwrap_model(trainer.model), prompt_rows(cfg, "eval")[: t.eval_samples]
-    generate = lambda prompts: greedy(trained, tokenizer, prompts, r.max_new_tokens)
-    accuracy, _ = evaluate_accuracy(generate, tokenizer, rows, encode_prompts(cfg, tokenizer, rows))
+    trained = trainer.accelerator.unwrap_model(trainer.model)
+    metrics, _ = HeldOut(cfg, tokenizer)(lambda prompts: greedy(trained, tokenizer, prompts, r.max_new_tokens))
+    accuracy = metrics["eval/accuracy"]
     Path(result_file).write_text(json.dumps({"accuracy": accuracy, "train_s": train_s}))
 
 

@@ -14,6 +14,7 @@ JOBS = {
     "rm": "a reward model on preference pairs (Bradley-Terry); loads in AutoModelForSequenceClassification",
     "dpo": "DPO on preference pairs against a frozen reference (algo.preference_loss=ipo, algo.label_smoothing)",
     "distill": "a teacher (distill.teacher) answers the prompts, the best answers fine-tune the student (model.path)",
+    "eval": "score checkpoints (eval.models) on data.eval by reward terms, and against eval.against by a judge",
     "serve-reward": "an HTTP reward server (bearer token, size limits) over any reward: rules, model, judge",
     "curate": "data curation on Ray Data: quality rules, exact and near dedup, quality classifier, funnel report",
 }

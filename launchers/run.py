@@ -32,6 +32,9 @@ def controller(job: str):
     if job == "distill":
         from rlsys.trainers.distill import run
         return run
+    if job == "eval":
+        from rlsys.trainers.eval_job import run
+        return run
     if job in ("rm", "dpo"):
         from rlsys.trainers.preference import train
         return train

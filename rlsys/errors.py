@@ -15,3 +15,7 @@ class ModelError(RlsysError, ValueError):
 
 class ClusterError(RlsysError, RuntimeError):
     """The cluster cannot host what the config asks for."""
+
+
+class EvaluationError(RlsysError, RuntimeError):
+    """Evaluation failed; what training produced is saved (the message says where)."""

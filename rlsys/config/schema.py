@@ -254,6 +254,22 @@ class FaultToleranceConfig:
     max_restarts: int = 2  # actor deaths survived by restarting the actors from the latest checkpoint
 
 
+PAIRWISE_TEMPLATE = ("Which answer to the question is better? Reply with A, B or tie.\n"
+                     "Question: {prompt}\nAnswer A: {answer_a}\nAnswer B: {answer_b}\nBetter:")
+
+
+@dataclass
+class EvalConfig:
+    # the terms held-out answers are scored by (eval/reward, eval/<term>); None: the job's `reward`; []: none
+    reward: Optional[List[RewardTerm]] = None
+    # rlsys eval: the checkpoints to score (empty: model.path), and a reference model each is compared with by
+    # the judge (judge.model), in both orders
+    models: List[str] = field(default_factory=list)
+    against: Optional[str] = None
+    pairwise_template: str = PAIRWISE_TEMPLATE  # {prompt}, {answer_a}, {answer_b}
+    verdict_pattern: str = r"(?i)\b(A|B|tie)\b"  # the first match is the verdict; none counts as a tie
+
+
 @dataclass
 class PipelineConfig:
     rl: str = "grpo"  # grpo | ppo | dpo | rm+ppo
@@ -275,6 +291,7 @@ class JobConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     reward: List[RewardTerm] = field(default_factory=lambda: [RewardTerm(name="answer_match")])
+    eval: EvalConfig = field(default_factory=EvalConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     fault_tolerance: FaultToleranceConfig = field(default_factory=FaultToleranceConfig)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)

@@ -11,7 +11,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 from rlsys.config.schema import JobConfig
 from rlsys.errors import RlsysError
 
-JOBS = ("pretrain", "sft", "grpo", "ppo", "rm", "dpo", "distill", "pipeline", "curate", "serve-reward")
+JOBS = ("pretrain", "sft", "grpo", "ppo", "rm", "dpo", "distill", "eval", "pipeline", "curate", "serve-reward")
 
 CHOICES = {
     "job": JOBS,
@@ -164,6 +164,12 @@ def check_values(cfg: DictConfig) -> None:
         _require(group.gpus_per_rank >= 0 and group.cpus_per_rank > 0,
                  f"cluster.{role}: gpus_per_rank must be >= 0 and cpus_per_rank > 0.")
     _require(cfg.rollout.num_engines >= 1, "rollout.num_engines must be at least 1.")
+    _require(cfg.rollout.max_new_tokens >= 1, f"rollout.max_new_tokens is the answer's length limit: 1 or more, "
+                                              f"got {cfg.rollout.max_new_tokens}.")
+    _require(cfg.rollout.temperature >= 0, f"rollout.temperature must be 0 (greedy) or more, got "
+                                           f"{cfg.rollout.temperature}.")
+    _require(0 < cfg.rollout.top_p <= 1, f"rollout.top_p must be in (0, 1], got {cfg.rollout.top_p}.")
+    _require(1 <= cfg.serve.port <= 65535, f"serve.port must be a TCP port, 1-65535, got {cfg.serve.port}.")
     for key, seconds in cfg.watchdog.items():
         _require(seconds >= 0, f"watchdog.{key} is a deadline in seconds (0: none), got {seconds}.")
     _require(t.max_tokens_per_micro_batch >= cfg.data.max_length,
@@ -196,6 +202,12 @@ def check_values(cfg: DictConfig) -> None:
         _require(cfg.algo.beta > 0, f"algo.beta must be positive, got {cfg.algo.beta}.")
         _require(0 <= cfg.algo.label_smoothing < 0.5,
                  f"algo.label_smoothing is the share of flipped labels: 0 <= it < 0.5, got {cfg.algo.label_smoothing}.")
+    if cfg.job == "eval":
+        _require(cfg.eval.against is None or cfg.judge.model not in (None, "policy"),
+                 "eval.against compares answers with an LLM judge: set judge.model to a model folder.")
+        _require(cfg.eval.against is None or all(k in cfg.eval.pairwise_template for k in
+                                                 ("{prompt}", "{answer_a}", "{answer_b}")),
+                 "eval.pairwise_template needs {prompt}, {answer_a} and {answer_b}.")
     if any(term.type == "judge" for term in cfg.reward):
         _require(cfg.judge.model is not None, "a reward of type judge needs judge.model: a model folder, or "
                                               "judge.model=policy for the policy to judge its own samples.")

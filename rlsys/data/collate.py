@@ -5,7 +5,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from rlsys.errors import ModelError
+from rlsys.errors import DataError, ModelError
 
 IGNORE = -100
 
@@ -47,9 +47,15 @@ def encode_chat(tokenizer, messages: list[dict], max_length: int) -> tuple[list[
     for index, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        start = len(render_ids(tokenizer, messages[:index], add_generation_prompt=True))
-        end = len(render_ids(tokenizer, messages[: index + 1]))
-        labels[start:end] = input_ids[start:end]
+        before = render_ids(tokenizer, messages[:index], add_generation_prompt=True)
+        through = render_ids(tokenizer, messages[: index + 1])
+        if input_ids[:len(before)] != before or input_ids[:len(through)] != through:
+            raise DataError(
+                f"the chat template of {tokenizer.name_or_path or 'the tokenizer'} renders turn {index} differently "
+                f"once later turns follow (it rewrites history, e.g. drops the reasoning of earlier assistant "
+                f"turns), so the assistant's tokens cannot be found. Train on conversations that end at that turn, "
+                f"or use a template whose renderings are prefixes of each other.")
+        labels[len(before):len(through)] = input_ids[len(before):len(through)]
     return input_ids[:max_length], labels[:max_length]
 
 

@@ -35,7 +35,8 @@ def pretrain_blocks(cfg, tokenizer) -> list[list[int]]:
 
 def sft_examples(cfg, tokenizer) -> list[tuple[list[int], list[int]]]:
     require_chat_template(tokenizer, cfg.model.path or "")
-    conversations = ([as_messages(r) for r in _user_rows(cfg, cfg.data.train, [])] if cfg.data.train
+    conversations = ([as_messages(r, f"row {i} of {cfg.data.train}") for i, r in
+                      enumerate(_user_rows(cfg, cfg.data.train, []))] if cfg.data.train
                      else [c["messages"] for c in embedded_task(cfg).sft_conversations("train")])
     examples = [encode_chat(tokenizer, messages, cfg.data.max_length) for messages in conversations]
     examples = [e for e in examples if any(label != -100 for label in e[1])]
@@ -49,24 +50,42 @@ def prompt_rows(cfg, split: str) -> list[dict]:
     spec = cfg.data.train if split == "train" else cfg.data.eval
     if spec:
         rows = _user_rows(cfg, spec, [])
-        for row in rows:
-            row["messages"] = as_messages({"messages": row.get("messages"), "prompt": row.get("prompt")})
+        for index, row in enumerate(rows):
+            # the prompt only: a `response` column is the reference answer, not part of the question
+            messages = as_messages({k: v for k, v in row.items() if k != "response"}, f"row {index} of {spec}")
+            if len(messages) > 1 and messages[-1]["role"] == "assistant":  # chat data: the answer is not the prompt
+                row.setdefault("response", messages[-1]["content"])
+                messages = messages[:-1]
+            row["messages"] = messages
         return rows
     return embedded_task(cfg).rl_prompts("heldout" if split == "eval" else "train")
 
 
 def encode_prompts(cfg, tokenizer, rows: list[dict]) -> list[list[int]]:
+    """The rows' prompts as token ids. With data.on_error=skip, rows whose prompt is empty or leaves no room for
+    the answer are taken out of `rows` (counted in the log); otherwise the first one stops the job."""
     require_chat_template(tokenizer, cfg.model.path or "")
     limit = cfg.data.max_length - cfg.rollout.max_new_tokens
-    encoded = []
+    kept, encoded, skipped, total = [], [], 0, len(rows)
     for index, row in enumerate(rows):
         ids = render_ids(tokenizer, row["messages"], add_generation_prompt=True)
-        if not row["messages"] or not any(m.get("content") for m in row["messages"]):
-            raise DataError(f"prompt {index} is empty.")
-        if len(ids) > limit:
-            raise DataError(f"prompt {index} has {len(ids)} tokens, more than data.max_length - rollout.max_new_tokens "
-                            f"= {limit}. Raise data.max_length or shorten the prompt.")
+        problem = (f"prompt {index} is empty." if not any(m.get("content") for m in row["messages"]) else
+                   f"prompt {index} has {len(ids)} tokens, more than data.max_length - rollout.max_new_tokens = "
+                   f"{limit}. Raise data.max_length, shorten the prompt, or skip such rows with data.on_error=skip."
+                   if len(ids) > limit else None)
+        if problem and cfg.data.on_error != "skip":
+            raise DataError(problem)
+        if problem:
+            skipped += 1
+            continue
+        kept.append(row)
         encoded.append(ids)
+    if skipped:
+        print(f"data: skipped {skipped} of {total} prompts that are empty or longer than {limit} tokens "
+              f"(data.on_error=skip)")
+        rows[:] = kept
+    if not encoded:
+        raise DataError(f"no prompt is left: all {total} are empty or longer than {limit} tokens.")
     return encoded
 
 
@@ -98,7 +117,8 @@ def preference_pairs(cfg, tokenizer, split: str) -> list[dict]:
         rows = embedded_task(cfg).preference_pairs("train", cfg.data.task.rejected_per_problem)
     pairs = []
     for index, row in enumerate(rows):
-        prompt = as_messages({"messages": row.get("messages"), "prompt": row.get("prompt")})
+        prompt = as_messages({"messages": row.get("messages"), "prompt": row.get("prompt")},
+                             f"preference pair {index}")
         prompt_ids = render_ids(tokenizer, prompt, add_generation_prompt=True)
         sides = [response_ids(tokenizer, prompt_ids, prompt + [{"role": "assistant", "content": _answer_text(row[k])}])
                  for k in ("chosen", "rejected")]

@@ -6,6 +6,7 @@ Rows come back as dicts keyed by rlsys names (`text`, `messages`, `prompt`, `ans
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -45,7 +46,18 @@ def _read_with_datasets(kind: str, files: list[str] | str, split: str) -> list[d
 
     if kind == "hf":
         return list(datasets.load_dataset(files, split=split))
-    return list(datasets.load_dataset(kind, data_files=files, split="train"))
+    library = logging.getLogger("datasets")  # it logs a damaged file's error itself; ours below says it once
+    level = library.level
+    library.setLevel(logging.CRITICAL)
+    try:
+        return list(datasets.load_dataset(kind, data_files=files, split="train"))
+    except Exception as err:  # noqa: BLE001 - pyarrow and datasets raise many kinds for a damaged file
+        cause = err.__cause__ or err
+        raise DataError(f"cannot read {kind} data {', '.join(files) if isinstance(files, list) else files}: "
+                        f"{type(cause).__name__}: {str(cause).splitlines()[0][:200]}. Is the file complete and "
+                        f"really {kind}?") from err
+    finally:
+        library.setLevel(level)
 
 
 def read_rows(spec: str, split: str = "train", on_error: str = "fail") -> LoadedRows:
@@ -87,21 +99,31 @@ def load_rows(spec: str, *, columns: Mapping[str, str], required: list[str], spl
     return map_columns(read_rows(spec, split, on_error), columns, required)
 
 
-def as_messages(row: dict[str, Any]) -> list[dict[str, str]]:
-    """A row's conversation: a `messages` list, or a `prompt` (+ optional `response`) pair."""
+ROLES = ("system", "user", "assistant", "tool")
+
+
+def as_messages(row: dict[str, Any], where: str = "a row") -> list[dict[str, str]]:
+    """A row's conversation: a `messages` list, or a `prompt` (+ optional `response`) pair. `where` names the
+    row in errors (e.g. "row 7 of data/train.jsonl")."""
     if row.get("messages") is not None:
         messages = row["messages"]
         if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m and "content" in m
                                                       for m in messages):
-            raise DataError("a 'messages' entry must be a list of {role, content} objects.")
-        return messages
-    prompt = row.get("prompt")
-    if isinstance(prompt, list):
-        messages = list(prompt)
-    elif isinstance(prompt, str):
-        messages = [{"role": "user", "content": prompt}]
+            raise DataError(f"{where}: a 'messages' entry must be a list of {{role, content}} objects.")
     else:
-        raise DataError("a row needs 'messages' (a list of {role, content}) or a 'prompt' string.")
-    if row.get("response") is not None:
-        messages.append({"role": "assistant", "content": str(row["response"])})
+        prompt = row.get("prompt")
+        if isinstance(prompt, list):
+            messages = list(prompt)
+        elif isinstance(prompt, str):
+            messages = [{"role": "user", "content": prompt}]
+        else:
+            columns = ", ".join(sorted(k for k in row if row[k] is not None)) or "none"
+            raise DataError(f"{where} has neither 'messages' (a list of {{role, content}}) nor a 'prompt' string "
+                            f"(its columns: {columns}). Map yours with data.columns.messages=YOUR_COLUMN or "
+                            f"data.columns.prompt=YOUR_COLUMN.")
+        if row.get("response") is not None:
+            messages.append({"role": "assistant", "content": str(row["response"])})
+    for message in messages:
+        if message.get("role") not in ROLES:
+            raise DataError(f"{where}: message role {message.get('role')!r} is not one of {', '.join(ROLES)}.")
     return messages

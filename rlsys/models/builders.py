@@ -17,12 +17,22 @@ def resolve_dtype(name: str, device: str) -> torch.dtype:
 
 
 def check_model_dir(path: str) -> Path:
+    import json
+
     folder = Path(path).expanduser()
+    if folder.is_file():
+        raise ModelError(f"model path '{path}' is a file; give the folder that holds config.json and the weights"
+                         f"{' (' + str(folder.parent) + ')' if (folder.parent / 'config.json').exists() else ''}.")
     if not folder.is_dir():
         raise ModelError(f"model folder '{path}' does not exist. Give model.path a Hugging Face model folder "
                          "(config.json + weights), or leave it empty to build a tiny model.")
     if not (folder / "config.json").exists():
         raise ModelError(f"'{path}' has no config.json, so it is not a Hugging Face model folder.")
+    try:
+        json.loads((folder / "config.json").read_text())
+    except ValueError as err:
+        raise ModelError(f"'{folder / 'config.json'}' is not valid JSON ({err}); the folder is damaged or was "
+                         "not fully written: copy or save the model again.") from None
     return folder
 
 
@@ -34,6 +44,26 @@ def load_tokenizer(path: str):
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token  # batching needs one; EOS is what most causal LMs use
     return tokenizer
+
+
+# markers chat templates end a turn with (ChatML, Llama 3, Phi 3, Gemma, Llama 2)
+END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "</s>")
+
+
+def end_of_turn_ids(tokenizer) -> list[int]:
+    """Every token that ends the assistant's turn: EOS, those in generation_config.json, and the end-of-turn
+    marker the chat template writes (a base model fine-tuned on ChatML ends turns with <|im_end|>, not its EOS)."""
+    import json
+
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    config = Path(tokenizer.name_or_path or "") / "generation_config.json"
+    if config.is_file():
+        eos = json.loads(config.read_text() or "{}").get("eos_token_id")
+        ids += eos if isinstance(eos, list) else [eos] if eos is not None else []
+    template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else ""
+    vocab = tokenizer.get_vocab()
+    ids += [vocab[marker] for marker in END_OF_TURN if marker in template and marker in vocab]
+    return list(dict.fromkeys(ids))
 
 
 def attention(attn_implementation: str | None) -> dict:

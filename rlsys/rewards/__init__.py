@@ -1,6 +1,6 @@
 """Reward plumbing for RL training: rule rewards, user reward functions, weighted combination."""
 
-from rlsys.rewards.combined import WeightedReward, build_reward, call_reward
+from rlsys.rewards.combined import WeightedReward, build_reward, call_reward, plain_specs
 from rlsys.rewards.errors import RewardConfigError, RewardError
 from rlsys.rewards.rules import (
     RULES,
@@ -28,5 +28,6 @@ __all__ = [
     "load_reward_function",
     "make_format_reward",
     "normalize_answer",
+    "plain_specs",
     "strip_end_of_turn",
 ]

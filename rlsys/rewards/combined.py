@@ -8,6 +8,7 @@ A function with ``takes_messages = True`` also receives each sample's prompt con
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from numbers import Real
@@ -51,7 +52,7 @@ def call_reward(
         if len(values) != n:
             raise ValueError(f"column '{column}' has {len(values)} values for {n} completions")
     try:
-        result = fn(list(prompts), list(completions), **columns)
+        result = fn(list(prompts), list(completions), **accepted(fn, columns))
     except (RewardError, RayError):
         raise  # already a readable message (remote, judge), or a dead actor the training loop recovers from
     except Exception as exc:
@@ -90,6 +91,10 @@ class WeightedReward:
     def names(self) -> list[str]:
         return [name for name, _, _ in self.terms]
 
+    def required_columns(self) -> dict[str, list[str]]:
+        """term -> the data columns it reads and has no default for."""
+        return {name: required_columns(fn) for name, fn, _ in self.terms}
+
     def stats(self) -> dict[str, float]:
         """What terms report about their last call besides scores (e.g. a judge's parse failures)."""
         return {key: value for _, fn, _ in self.terms for key, value in getattr(fn, "last_stats", {}).items()}
@@ -109,6 +114,28 @@ class WeightedReward:
             per_term[name] = scores
             total += weight * scores
         return total, per_term
+
+
+def accepted(fn: RewardFn, columns: Mapping[str, Sequence[Any]]) -> dict[str, Sequence[Any]]:
+    """The columns fn takes: all of them with **kwargs, else those it names (a data set's extra columns, such as
+    an id, need not appear in every reward function's signature)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return dict(columns)
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return dict(columns)
+    return {k: v for k, v in columns.items() if k in params}
+
+
+def required_columns(fn: RewardFn) -> list[str]:
+    """The parameters after (prompts, completions) without a default: columns the function cannot do without."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to read
+        return []
+    named = [p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return [p.name for p in named[2:] if p.default is p.empty and p.name != "messages"]
 
 
 def _weight(spec: dict) -> float:
@@ -147,6 +174,13 @@ def _remote_term(spec: dict) -> tuple[str, RewardFn, float]:
 
     options = {key: spec[key] for key in ("token", "timeout_s", "max_retries") if spec.get(key) is not None}
     return spec.get("name") or "remote", RemoteReward(str(url), **options), _weight(spec)
+
+
+def plain_specs(terms) -> list[dict]:
+    """Reward terms from the config as plain dicts without unset keys (what `build_reward` takes)."""
+    from omegaconf import OmegaConf
+
+    return [{k: v for k, v in term.items() if v is not None} for term in OmegaConf.to_container(terms, resolve=True)]
 
 
 def build_reward(specs: Sequence[Mapping[str, Any]],

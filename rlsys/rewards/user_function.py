@@ -88,4 +88,19 @@ def load_reward_function(spec: str) -> Callable[..., list[float]]:
             f"'{spec}' is a {type(fn).__name__}, not a callable; point it at a function "
             "fn(prompts, completions, **columns) -> list[float]"
         )
+    _check_signature(spec, fn)
     return fn
+
+
+def _check_signature(spec: str, fn: Callable) -> None:
+    """Found at load, not at the first step: a function rlsys cannot call as fn(prompts, completions, ...)."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    params = list(signature.parameters.values())
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) < 2 and not any(p.kind == p.VAR_POSITIONAL for p in params):
+        raise RewardConfigError(
+            f"reward function '{spec}' takes {signature}; rlsys calls it as fn(prompts, completions, **columns) "
+            "(two lists of strings, then one list per data column it names): give it those two parameters first")

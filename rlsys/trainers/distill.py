@@ -21,7 +21,7 @@ from actors.rollout import Sampling
 from rlsys.data.collate import render_ids
 from rlsys.data.job_data import prompt_rows
 from rlsys.errors import DataError, RlsysError
-from rlsys.models.builders import check_model_dir, load_tokenizer
+from rlsys.models.builders import check_model_dir, end_of_turn_ids, load_tokenizer
 from rlsys.rewards import build_reward
 from rlsys.trainers.common import prepare_output_dir
 from rlsys.trainers.reward_roles import RewardActors, actor_terms, reward_specs, start_reward_actors
@@ -64,7 +64,8 @@ def write_dataset(cfg, path: Path) -> dict[str, float]:
         start_reward_actors(cfg, device, actors, judge_engines=None)
         reward = build_reward(specs, actor_term=actor_terms(cfg, actors))
         sampling = Sampling(n=d.n_samples, temperature=d.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
-                            max_new_tokens=cfg.rollout.max_new_tokens, stop=list(cfg.rollout.stop))
+                            max_new_tokens=cfg.rollout.max_new_tokens, stop=list(cfg.rollout.stop),
+                            stop_token_ids=end_of_turn_ids(tokenizer))
         kept, scored, began = [], [], time.perf_counter()
         for start in range(0, len(rows), CHUNK):
             batch, ids = rows[start:start + CHUNK], prompts[start:start + CHUNK]

@@ -9,10 +9,12 @@ repeated.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
+from rlsys.errors import EvaluationError
 from rlsys.logging import MetricsLogger
 from rlsys.trainers.common import Checkpoints
 from rlsys import watchdog
@@ -45,6 +47,17 @@ def run_steps(controller: Controller, cfg, title: str) -> dict[str, float]:
         logger.log_samples(step, samples)
         return metrics
 
+    def final_evaluation(step: int, trained: dict[str, float]) -> dict[str, float]:
+        try:
+            return evaluate(step)
+        except RESTARTABLE:
+            raise
+        except Exception as err:
+            logger.log(step, trained)  # the last step's training metrics are not lost either
+            final = Path(cfg.output_dir) / "checkpoints" / "final"
+            raise EvaluationError(f"the final evaluation failed ({type(err).__name__}: {err}); the trained model "
+                                  f"is saved in {final}") from err
+
     try:
         while True:
             try:
@@ -59,14 +72,18 @@ def run_steps(controller: Controller, cfg, title: str) -> dict[str, float]:
                     logger.log(0, evaluate(0))
                 for step in range(start + 1, t.max_steps + 1):
                     metrics = controller.step(step)
-                    if step == t.max_steps or (t.eval_every and step % t.eval_every == 0):
-                        metrics.update(evaluate(step))
                     if restarts:
                         metrics["fault/restarts"] = float(restarts)
+                    if step == t.max_steps:  # the trained model is safe before the last evaluation can fail
+                        controller.finish()
+                        metrics.update(final_evaluation(step, metrics))
+                    elif t.eval_every and step % t.eval_every == 0:
+                        metrics.update(evaluate(step))
                     logger.log(step, metrics)
                     if t.save_every and step % t.save_every == 0:
                         controller.save(checkpoints, step)
-                controller.finish()
+                if start >= t.max_steps:  # resumed from the last step's checkpoint
+                    controller.finish()
                 return metrics
             except RESTARTABLE as err:
                 if restarts >= cfg.fault_tolerance.max_restarts:

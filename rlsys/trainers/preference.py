@@ -9,12 +9,11 @@ from __future__ import annotations
 import time
 
 from actors.cluster import check_capacity, connect, resolve_device
-from rlsys.data.job_data import encode_prompts, preference_pairs, prompt_rows
+from rlsys.data.job_data import preference_pairs
 from rlsys.errors import DataError
 from rlsys.models.builders import load_tokenizer
-from rlsys.trainers.common import (Checkpoints, base_model_path, engine_settings, mean_metrics, prepare_output_dir,
-                                   start_train_group)
-from rlsys.trainers.evaluate import evaluate_accuracy
+from rlsys.trainers.common import Checkpoints, base_model_path, engine_settings, prepare_output_dir, start_train_group
+from rlsys.trainers.evaluate import HeldOut
 from rlsys.trainers.loop import run_steps
 from rlsys.trainers.supervised import batch_at
 
@@ -41,10 +40,8 @@ class PreferenceController:
             raise DataError(f"{len(self.pairs)} preference pairs are fewer than trainer.batch_size="
                             f"{cfg.trainer.batch_size}.")
         self.eval_pairs = columns(preference_pairs(cfg, self.tokenizer, "eval")[: cfg.trainer.eval_samples])
-        # DPO's policy also answers the held-out prompts (when they come with answers), like SFT and RL do.
-        rows = prompt_rows(cfg, "eval")[: cfg.trainer.eval_samples] if self.dpo else []
-        self.eval_rows = rows if rows and all("answer" in r for r in rows) else []
-        self.eval_prompts = encode_prompts(cfg, self.tokenizer, self.eval_rows) if self.eval_rows else []
+        # DPO's policy also answers the held-out prompts, like SFT and RL do
+        self.held_out = HeldOut(cfg, self.tokenizer) if self.dpo else None
         a = cfg.algo
         self.hparams = ({"beta": a.beta, "loss_type": a.preference_loss, "label_smoothing": a.label_smoothing,
                          "nll_coef": a.nll_coef} if self.dpo else {"margin": a.reward_margin})
@@ -53,7 +50,7 @@ class PreferenceController:
 
     # ---- actors -----------------------------------------------------------------------------------------
     def start(self) -> None:
-        cfg, t, c = self.cfg, self.cfg.trainer, self.cfg.cluster
+        cfg, c = self.cfg, self.cfg.cluster
         cpus = c.policy.num_ranks * c.policy.cpus_per_rank
         gpus = c.policy.num_ranks * c.policy.gpus_per_rank
         if self.dpo:
@@ -126,13 +123,10 @@ class PreferenceController:
                    zip(chosen, rejected, self.eval_reference["ref_chosen"], self.eval_reference["ref_rejected"])]
         metrics = {"eval/preference_accuracy": sum(m > 0 for m in margins) / len(margins),
                    "eval/margin": sum(margins) / len(margins)}
-        samples: list[dict] = []
-        if self.eval_prompts:
-            max_new = self.cfg.rollout.max_new_tokens
-            greedy = lambda prompts: self.model.generate({"prompt_ids": prompts}, max_new)["response_ids"]
-            metrics["eval/accuracy"], samples = evaluate_accuracy(greedy, self.tokenizer, self.eval_rows,
-                                                                  self.eval_prompts)
-        return metrics, samples
+        max_new = self.cfg.rollout.max_new_tokens
+        answered, samples = self.held_out(lambda prompts: self.model.generate({"prompt_ids": prompts},
+                                                                              max_new)["response_ids"])
+        return {**metrics, **answered}, samples
 
 
 def train(cfg) -> dict[str, float]:

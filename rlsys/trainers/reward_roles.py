@@ -11,7 +11,8 @@ from actors.group import ActorGroup
 from actors.rollout import RolloutGroup, Sampling
 from rlsys.data.collate import render_ids
 from rlsys.data.job_data import response_ids
-from rlsys.models.builders import load_tokenizer
+from rlsys.models.builders import end_of_turn_ids, load_tokenizer
+from rlsys.rewards import plain_specs
 from rlsys.rewards.judge import JudgeReward
 from rlsys.trainers.common import engine_settings, start_train_group
 
@@ -20,10 +21,7 @@ SELF = "policy"
 
 def reward_specs(cfg) -> list[dict]:
     """The `reward` terms as plain dicts without unset keys (what `build_reward` takes)."""
-    from omegaconf import OmegaConf
-
-    return [{k: v for k, v in term.items() if v is not None}
-            for term in OmegaConf.to_container(cfg.reward, resolve=True)]
+    return plain_specs(cfg.reward)
 
 
 def actor_reward_specs(cfg) -> list[dict]:
@@ -82,7 +80,8 @@ def start_reward_actors(cfg, device: str, started: RewardActors, judge_engines) 
 def judge_term(cfg, engines: RolloutGroup, model_path: str, generate=None) -> JudgeReward:
     """A judge asking `engines` (greedy); `generate` overrides how (the policy's engines may sleep)."""
     tokenizer = load_tokenizer(model_path)
-    sampling = Sampling(n=1, temperature=0.0, max_new_tokens=cfg.judge.max_new_tokens)
+    sampling = Sampling(n=1, temperature=0.0, max_new_tokens=cfg.judge.max_new_tokens,
+                        stop_token_ids=end_of_turn_ids(tokenizer))
     generate = generate or (lambda ids, params: engines.generate(ids, params))
 
     def ask(texts: list[str]) -> list[str]:

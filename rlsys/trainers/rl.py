@@ -28,13 +28,13 @@ from rlsys.algorithms import build_kl_controller, groups_with_spread, kl_penalty
 from rlsys.config.validate import ConfigError
 from rlsys.data.collate import pad
 from rlsys.data.job_data import encode_prompts, prompt_rows
-from rlsys.models.builders import load_tokenizer
+from rlsys.models.builders import end_of_turn_ids, load_tokenizer
 from rlsys import watchdog
 from rlsys.rewards import build_reward
 from rlsys.trainers.advantages import estimate_advantages
 from rlsys.trainers.ahead import AheadRollouts, Batch
 from rlsys.trainers.common import Checkpoints, base_model_path, mean_metrics, prepare_output_dir
-from rlsys.trainers.evaluate import evaluate_accuracy
+from rlsys.trainers.evaluate import HeldOut, check_columns
 from rlsys.trainers.loop import run_steps
 from rlsys.trainers.reward_roles import actor_terms, judge_term, reward_specs
 from rlsys.trainers.rl_roles import RLRoles, start_roles
@@ -94,11 +94,13 @@ class RLController:
         self.tokenizer = load_tokenizer(self.model_path)
         self.rows = prompt_rows(cfg, "train")
         self.row_prompts = encode_prompts(cfg, self.tokenizer, self.rows)
-        self.eval_rows = prompt_rows(cfg, "eval")[: cfg.trainer.eval_samples]
-        self.eval_prompts = encode_prompts(cfg, self.tokenizer, self.eval_rows)
+        check_columns(self.reward, self.rows, cfg.data.train or "the embedded task's prompts")
+        self.held_out = HeldOut(cfg, self.tokenizer, self.reward if cfg.eval.reward is None else None)
+        stops = end_of_turn_ids(self.tokenizer)
         self.sampling = Sampling(n=a.n_samples, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
-                                 max_new_tokens=r.max_new_tokens, stop=list(r.stop))
-        self.greedy = Sampling(n=1, temperature=0.0, max_new_tokens=r.max_new_tokens, stop=list(r.stop))
+                                 max_new_tokens=r.max_new_tokens, stop=list(r.stop), stop_token_ids=stops)
+        self.greedy = Sampling(n=1, temperature=0.0, max_new_tokens=r.max_new_tokens, stop=list(r.stop),
+                               stop_token_ids=stops)
         if (problem := weight_sync.problem(cfg, self.device)) is not None:
             raise ConfigError(problem)
         self.weight_sync = weight_sync.WeightSync(weight_sync.resolve(cfg, self.device),
@@ -115,6 +117,8 @@ class RLController:
         # self-rewarding: the policy's engines judge, awake only while they answer
         policy_judge = lambda: judge_term(self.cfg, self.roles.rollout, self.model_path, generate=self.generate)
         self.reward = build_reward(self.reward_specs, actor_term=actor_terms(self.cfg, self.roles.rewards, policy_judge))
+        if self.cfg.eval.reward is None:
+            self.held_out.reward = self.reward
         (self.out / "placement.json").write_text(json.dumps(self.roles.locations(), indent=2))
         if self.cfg.rollout.max_staleness > 0:
             self.ahead = AheadRollouts(self.sample_batch, self.cfg.rollout.max_staleness, self.cfg.trainer.max_steps)
@@ -314,9 +318,7 @@ class RLController:
                              call=f"scoring {len(prompts)} samples")
 
     def evaluate(self, step: int) -> tuple[dict[str, float], list[dict]]:
-        greedy = lambda prompts: [s["response_ids"] for s in self.generate(prompts, self.greedy)]
-        accuracy, samples = evaluate_accuracy(greedy, self.tokenizer, self.eval_rows, self.eval_prompts)
-        return {"eval/accuracy": accuracy}, samples
+        return self.held_out(lambda prompts: [s["response_ids"] for s in self.generate(prompts, self.greedy)])
 
 
 @dataclass

@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 
 from actors.cluster import check_capacity, connect, resolve_device
-from rlsys.data.job_data import encode_prompts, pretrain_blocks, prompt_rows, sft_examples
+from rlsys.data.job_data import pretrain_blocks, sft_examples
 from rlsys.errors import DataError
 from rlsys.models.builders import load_tokenizer
 from rlsys.trainers.common import Checkpoints, base_model_path, engine_settings, prepare_output_dir, start_train_group
-from rlsys.trainers.evaluate import evaluate_accuracy
+from rlsys.trainers.evaluate import HeldOut
 from rlsys.trainers.loop import run_steps
 
 
@@ -49,8 +49,8 @@ class SupervisedController:
         if len(self.examples) < cfg.trainer.batch_size:
             raise DataError(f"{len(self.examples)} training sequences are fewer than "
                             f"trainer.batch_size={cfg.trainer.batch_size}.")
-        self.eval_rows = prompt_rows(cfg, "eval")[: cfg.trainer.eval_samples]
-        self.eval_prompts = encode_prompts(cfg, self.tokenizer, self.eval_rows) if self.tokenizer.chat_template else []
+        # pretraining's base model has no chat template to pose questions with
+        self.held_out = HeldOut(cfg, self.tokenizer) if self.tokenizer.chat_template else None
         self.policy = None
 
     def start(self) -> None:
@@ -78,12 +78,10 @@ class SupervisedController:
                 "perf/step_s": elapsed, "perf/tokens_per_s": tokens / elapsed}
 
     def evaluate(self, step: int) -> tuple[dict[str, float], list[dict]]:
-        if not self.eval_prompts:
+        if not self.held_out:
             return {}, []
         max_new = self.cfg.rollout.max_new_tokens
-        greedy = lambda prompts: self.policy.generate({"prompt_ids": prompts}, max_new)["response_ids"]
-        accuracy, samples = evaluate_accuracy(greedy, self.tokenizer, self.eval_rows, self.eval_prompts)
-        return {"eval/accuracy": accuracy}, samples
+        return self.held_out(lambda prompts: self.policy.generate({"prompt_ids": prompts}, max_new)["response_ids"])
 
     def save(self, checkpoints: Checkpoints, step: int) -> None:
         checkpoints.save(step, {"policy": self.policy}, {"job": self.cfg.job})

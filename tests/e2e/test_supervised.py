@@ -87,3 +87,17 @@ def test_resume_auto_is_exact(pretrained, tmp_path):
     for a, b in zip(straight[4:], resumed[4:]):
         assert a["train/loss"] == pytest.approx(b["train/loss"], abs=1e-6)
         assert a["train/grad_norm"] == pytest.approx(b["train/grad_norm"], rel=1e-5)
+
+
+def test_a_failing_final_evaluation_leaves_the_trained_model(pretrained, tmp_path):
+    from rlsys.errors import EvaluationError
+    from rlsys.logging import read_metrics
+
+    (tmp_path / "broken.py").write_text("def score(prompts, completions, **columns):\n    raise OSError('disk gone')\n")
+    with pytest.raises(EvaluationError) as failed:
+        run_job("sft", tmp_path / "run", f"model.path={pretrained[0] / 'checkpoints' / 'final'}", "trainer.max_steps=2",
+                f"eval.reward=[{{type: function, path: '{tmp_path / 'broken.py'}:score'}}]", "trainer.eval_samples=4")
+    final = tmp_path / "run" / "checkpoints" / "final"
+    assert "disk gone" in str(failed.value) and str(final) in str(failed.value)
+    assert (final / "model.safetensors").exists() and (final / "config.json").exists()
+    assert [m["step"] for m in read_metrics(str(tmp_path / "run"))] == [1, 2], "the last step's metrics are kept"

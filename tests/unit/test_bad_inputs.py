@@ -52,6 +52,9 @@ def assert_clear(code: int, err: str, expected_code: int, *phrases: str) -> None
     (["sft", "trainer.max_steps=["], ["cannot parse override"]),
     (["sft", "data.max_length=4"], ["data.max_length must be above 8"]),
     (["sft", "logger=[console,tensorboard]"], ["logger 'tensorboard' is unknown"]),
+    (["grpo", "rollout.max_new_tokens=0"], ["rollout.max_new_tokens is the answer's length limit"]),
+    (["grpo", "rollout.temperature=-0.5"], ["rollout.temperature must be 0 (greedy) or more"]),
+    (["serve-reward", "serve.port=99999"], ["serve.port must be a TCP port, 1-65535, got 99999"]),
 ])
 def test_config_errors(rlsys, args, phrases):
     assert_clear(*rlsys(*args), 2, *phrases)
@@ -65,6 +68,16 @@ def test_unknown_job(rlsys):
 # ---- models ---------------------------------------------------------------------------------------------
 def test_missing_model_folder(rlsys, tmp_path):
     assert_clear(*rlsys("sft", f"model.path={tmp_path / 'nowhere'}"), 1, "does not exist", "model.path")
+
+
+def test_model_folder_with_an_empty_config(rlsys, tmp_path):
+    (tmp_path / "damaged").mkdir()
+    write(tmp_path / "damaged" / "config.json", "")
+    assert_clear(*rlsys("sft", f"model.path={tmp_path / 'damaged'}"), 1, "config.json' is not valid JSON")
+
+
+def test_model_path_pointing_to_a_file(rlsys, tiny):
+    assert_clear(*rlsys("sft", f"model.path={tiny}/config.json"), 1, "is a file", f"({tiny})")
 
 
 def test_model_folder_without_config(rlsys, tmp_path):
@@ -113,7 +126,20 @@ def test_missing_column(rlsys, tiny, tmp_path):
 
 def test_rows_without_a_conversation(rlsys, tiny, tmp_path):
     data = write(tmp_path / "d.jsonl", '{"question": "hi"}\n')
-    assert_clear(*rlsys("sft", f"model.path={tiny}", f"data.train={data}"), 1, "needs 'messages'")
+    assert_clear(*rlsys("sft", f"model.path={tiny}", f"data.train={data}"), 1, "row 0 of", "neither 'messages'",
+                 "its columns: question", "data.columns.prompt=YOUR_COLUMN")
+
+
+def test_a_message_role_rlsys_does_not_know(rlsys, tiny, tmp_path):
+    data = write(tmp_path / "d.jsonl", json.dumps({"messages": [{"role": "robot", "content": "beep"}]}) + "\n")
+    assert_clear(*rlsys("sft", f"model.path={tiny}", f"data.train={data}"), 1, "message role 'robot'",
+                 "system, user, assistant, tool")
+
+
+def test_corrupt_parquet_file(rlsys, tiny, tmp_path):
+    data = write(tmp_path / "d.parquet", b"PAR1 this is not a parquet file PAR1")
+    assert_clear(*rlsys("pretrain", f"model.path={tiny}", f"data.train={data}"), 1, "cannot read parquet data",
+                 "d.parquet")
 
 
 def test_empty_data_file(rlsys, tiny, tmp_path):
@@ -137,6 +163,19 @@ def test_prompt_longer_than_the_context(rlsys, tiny, tmp_path):
     data = write(tmp_path / "p.jsonl", json.dumps({"prompt": "What is 1 + 1? " * 40, "answer": "2"}) + "\n")
     assert_clear(*rlsys("grpo", f"model.path={tiny}", f"data.train={data}"), 1,
                  "more than data.max_length - rollout.max_new_tokens")
+
+
+def test_prompts_longer_than_the_context_are_skipped_and_counted_with_on_error_skip(tiny, capsys):
+    from rlsys.config.compose import compose_job
+    from rlsys.config.validate import to_typed
+    from rlsys.data.job_data import encode_prompts
+    from rlsys.models.builders import load_tokenizer
+
+    cfg = to_typed(compose_job("grpo", [f"model.path={tiny}", "data.on_error=skip"]))
+    rows = [{"messages": [{"role": "user", "content": text}]} for text in ("What is 1 + 1?", "What is 1 + 1? " * 40)]
+    encoded = encode_prompts(cfg, load_tokenizer(tiny), rows)
+    assert len(encoded) == len(rows) == 1 and rows[0]["messages"][0]["content"] == "What is 1 + 1?"
+    assert "skipped 1 of 2 prompts" in capsys.readouterr().out
 
 
 # ---- run folder -------------------------------------------------------------------------------------------
@@ -173,6 +212,32 @@ def test_reward_function_misbehaving(tmp_path, body, phrase):
     with pytest.raises(RewardError) as caught:
         reward(["p", "q"], ["a", "b"], {"answer": ["1", "2"]})
     assert "bad" in str(caught.value) and phrase in str(caught.value)
+
+
+def test_reward_function_with_the_wrong_signature_is_found_at_load(rlsys, tiny, tmp_path):
+    path = write(tmp_path / "one_arg.py", "def score(completions):\n    return [0.0] * len(completions)\n")
+    assert_clear(*rlsys("grpo", f"model.path={tiny}", f"reward=[{{type: function, path: '{path}:score'}}]"), 1,
+                 "takes (completions)", "fn(prompts, completions, **columns)")
+
+
+def test_reward_function_gets_only_the_columns_it_names(tmp_path):
+    reward = WeightedReward([("gold", lambda prompts, completions, gold: [float(c == g) for c, g in
+                                                                         zip(completions, gold)], 1.0)])
+    total, _ = reward(["p", "q"], ["1", "2"], {"gold": ["1", "3"], "id": [7, 8]})
+    assert list(total) == [1.0, 0.0]
+
+
+def test_training_rows_without_a_column_the_reward_reads(rlsys, tiny, tmp_path):
+    data = write(tmp_path / "p.jsonl", '{"prompt": "What is 1 + 1?", "solution": "2"}\n')
+    assert_clear(*rlsys("grpo", f"model.path={tiny}", f"data.train={data}"), 1, "reward term 'answer_match'",
+                 "['answer']", "data.columns.answer=")
+
+
+def test_eval_rows_without_a_column_the_reward_reads(rlsys, tiny, tmp_path):
+    train = write(tmp_path / "t.jsonl", '{"prompt": "Hi?", "response": "Hello."}\n' * 4)
+    held_out = write(tmp_path / "e.jsonl", '{"prompt": "Bye?"}\n')
+    assert_clear(*rlsys("sft", f"model.path={tiny}", f"data.train={train}", f"data.eval={held_out}",
+                        "trainer.batch_size=4"), 1, f"evaluation scores {held_out}", "set eval.reward")
 
 
 def test_reward_of_the_right_shape_passes(tmp_path):

@@ -26,6 +26,33 @@ def test_assistant_only_labels_token_by_token(tokenizer):
     assert labels[prompt_len] == ids[prompt_len] and tokenizer.decode([ids[prompt_len]]) == "5"
 
 
+def test_llama3_style_template_masks_each_assistant_turn(tmp_path):
+    from tests.unit.test_end_of_turn import LLAMA3_TEMPLATE, tokenizer as make_tokenizer
+
+    tok = make_tokenizer(["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
+                         "<|end_of_text|>", LLAMA3_TEMPLATE)
+    messages = [{"role": "user", "content": "2+3?"}, {"role": "assistant", "content": "5"},
+                {"role": "user", "content": "4+4?"}, {"role": "assistant", "content": "8"}]
+    ids, labels = encode_chat(tok, messages, max_length=256)
+    kept = tok.convert_ids_to_tokens([t for t, label in zip(ids, labels) if label != IGNORE])
+    assert kept == ["5", "<|eot_id|>", "8", "<|eot_id|>"]
+
+
+def test_a_template_that_rewrites_earlier_turns_is_a_clear_error(tokenizer):
+    from rlsys.errors import DataError
+
+    rewriting = tokenizer.__class__.from_pretrained(tokenizer.name_or_path)
+    # like templates that drop the reasoning of past assistant turns: only the last one is rendered in full
+    rewriting.chat_template = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' }}"
+                               "{{ m['content'] if loop.last or m['role'] != 'assistant' else '...' }}"
+                               "{{ '<|im_end|>\\n' }}{% endfor %}"
+                               "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+    messages = [{"role": "user", "content": "2 + 3?"}, {"role": "assistant", "content": "5"},
+                {"role": "user", "content": "4 + 4?"}, {"role": "assistant", "content": "8"}]
+    with pytest.raises(DataError, match="rewrites history"):
+        encode_chat(rewriting, messages, max_length=256)
+
+
 def test_truncation_keeps_alignment(tokenizer):
     messages = [{"role": "user", "content": "What is 2 + 3?"}, {"role": "assistant", "content": "5"}]
     ids, labels = encode_chat(tokenizer, messages, max_length=4)

@@ -14,7 +14,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 def readme_commands() -> list[list[str]]:
     commands = []
-    for line in README.read_text().splitlines():
+    for line in README.read_text().replace("\\\n", " ").splitlines():  # continued lines joined
         line = line.split(" #", 1)[0].strip()
         found = re.search(r"(?:^|\s|/)rlsys\s+(\S.*)$", line)
         if found and not line.startswith("$"):
