@@ -146,6 +146,10 @@ class AlgoConfig:
     scale_by_std: bool = True  # false: Dr.GRPO
     dynamic_sampling: bool = False  # DAPO: draw more prompts until batch_size groups have a score spread
     max_sample_rounds: int = 3  # dynamic sampling: generation rounds per step at most
+    # DAPO's overlong shaping: the reward falls linearly by up to overlong_penalty over the last overlong_buffer
+    # tokens before rollout.max_new_tokens (0: off); logged as reward/overlong
+    overlong_buffer: int = 0
+    overlong_penalty: float = 1.0
     epochs: int = 1
     mini_batch_size: int = 0  # prompts per policy update; 0: the whole step batch
     clip_low: float = 0.2

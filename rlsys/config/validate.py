@@ -191,6 +191,10 @@ def check_values(cfg: DictConfig) -> None:
         _require(a.is_cap > 0 and 0 <= a.is_low < a.is_high,
                  f"algo.is_cap must be positive and 0 <= algo.is_low < algo.is_high, got {a.is_cap}, "
                  f"{a.is_low}, {a.is_high}.")
+        _require(0 <= a.overlong_buffer < cfg.rollout.max_new_tokens and a.overlong_penalty >= 0,
+                 f"algo.overlong_buffer must be 0 (off) or fewer tokens than rollout.max_new_tokens "
+                 f"({cfg.rollout.max_new_tokens}), and algo.overlong_penalty >= 0; got {a.overlong_buffer} and "
+                 f"{a.overlong_penalty}.")
         _require(a.max_sample_rounds >= 1, f"algo.max_sample_rounds must be at least 1, got {a.max_sample_rounds}.")
         mini = a.mini_batch_size or t.batch_size
         _require(t.batch_size % mini == 0,

@@ -26,6 +26,10 @@ _ANSWER_IS_RE = re.compile(rf"answer\s*(?:is\s*:?|:)\s*(\$?\s*(?:{_NUMBER})|[^\n
 _END_OF_TURN_RE = re.compile(r"(?:\s*(?:<\|[^<>|]*\|>|</s>))+\s*$")
 
 DEFAULT_FORMAT_PATTERN = rf"^\s*(?:{_NUMBER})\s*$"
+# reasoning formats: <think>reasoning</think> then <answer>final answer</answer>
+_ANSWER_TAG_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_THINK_RE = re.compile(r"<think>.*?</think>", re.DOTALL)
+THINK_ANSWER_PATTERN = r"(?s)^\s*<think>.+?</think>\s*<answer>.+?</answer>\s*$"
 
 
 def strip_end_of_turn(text: str) -> str:
@@ -63,10 +67,17 @@ def _last_boxed(text: str) -> str | None:
 def extract_answer(text: str) -> str | None:
     """Normalised final answer of a completion, or None when it has none.
 
-    Precedence: last ``\\boxed{}`` > GSM8K ``#### X`` > "answer is X" / "Answer: X" >
-    the whole text if it is a bare number > the last number in the text.
+    Precedence: the last ``<answer>...</answer>`` (read by the same rules) > last ``\\boxed{}`` > GSM8K
+    ``#### X`` > "answer is X" / "Answer: X" > the whole text if it is a bare number > the last number in the
+    text. ``<think>...</think>`` reasoning is never the answer; a response still thinking has none.
     """
     text = strip_end_of_turn(text)
+    if tagged := _ANSWER_TAG_RE.findall(text):
+        text = tagged[-1].strip()
+    elif "<think>" in text:
+        if "</think>" not in text:
+            return None
+        text = _THINK_RE.sub(" ", text).strip()
     candidate = _last_boxed(text)
     if candidate is None and (hashes := _HASHES_RE.findall(text)):
         candidate = hashes[-1]
@@ -90,17 +101,47 @@ def _gold_answer(answer: Any) -> str | None:
     return normalize_answer(text)
 
 
+def _math_verify():
+    """math-verify's (parse, verify) where it is installed (pip install 'rlsys[math]'), else None."""
+    try:
+        import logging
+
+        from math_verify import parse, verify
+    except ImportError:
+        return None
+    logging.getLogger("math_verify").setLevel(logging.ERROR)  # it warns on every call that timeouts are off
+    return parse, verify
+
+
+def equivalent(predicted: str | None, gold: str | None) -> bool:
+    """Equal after normalisation; otherwise, for answers that are not both plain numbers, mathematically equal
+    by math-verify (1/2 and \\frac{1}{2}, x^2+1 and 1+x^2) where it is installed."""
+    if predicted is None or gold is None:
+        return False
+    if predicted == gold:
+        return True
+    if _BARE_NUMBER_RE.fullmatch(predicted) and _BARE_NUMBER_RE.fullmatch(gold):
+        return False
+    checker = _math_verify()
+    if checker is None:
+        return False
+    parse, verify = checker
+    try:
+        # no signal-based timeouts (rewards run off the main thread); the watchdog's reward_s bounds the call
+        return bool(verify(parse(f"${gold}$", parsing_timeout=None), parse(f"${predicted}$", parsing_timeout=None),
+                           timeout_seconds=None))
+    except Exception:  # noqa: BLE001 - an answer math-verify cannot read is not a match
+        return False
+
+
 def answer_match(prompts: list[str], completions: list[str], answer: list[Any], **_: Any) -> list[float]:
     """1.0 where the completion's final answer equals the ``answer`` column, else 0.0.
 
-    Handles bare numbers, ``\\boxed{}``, ``####`` and "the answer is X" completions, so it
-    also serves as the boxed/GSM8K matcher (see ``boxed_answer_match``).
+    Handles bare numbers, ``\\boxed{}``, ``####``, ``<answer>`` tags and "the answer is X" completions, so it
+    also serves as the boxed/GSM8K matcher (see ``boxed_answer_match``); math-verify decides non-numeric answers.
     """
-    scores = []
-    for completion, gold in zip(completions, answer, strict=True):
-        predicted = extract_answer(completion)
-        scores.append(1.0 if predicted is not None and predicted == _gold_answer(gold) else 0.0)
-    return scores
+    return [1.0 if equivalent(extract_answer(completion), _gold_answer(gold)) else 0.0
+            for completion, gold in zip(completions, answer, strict=True)]
 
 
 boxed_answer_match = answer_match
@@ -123,7 +164,9 @@ def make_format_reward(pattern: str = DEFAULT_FORMAT_PATTERN) -> RewardFn:
 
 
 format_reward = make_format_reward()
+think_answer = make_format_reward(THINK_ANSWER_PATTERN)
+think_answer.__name__ = "think_answer"
 
-RULES: dict[str, RewardFn] = {"answer_match": answer_match, "format": format_reward}
+RULES: dict[str, RewardFn] = {"answer_match": answer_match, "format": format_reward, "think_answer": think_answer}
 # Rules whose behaviour can be configured with extra spec keys (e.g. {"pattern": ...}).
 RULE_FACTORIES: dict[str, Callable[..., RewardFn]] = {"format": make_format_reward}

@@ -25,6 +25,7 @@ from actors import weight_sync
 from actors.cluster import resolve_device
 from actors.rollout import Sampling
 from rlsys.algorithms import build_kl_controller, groups_with_spread, kl_penalty, masked_mean
+from rlsys.algorithms.shaping import overlong_penalty
 from rlsys.config.validate import ConfigError
 from rlsys.data.collate import pad
 from rlsys.data.job_data import encode_prompts, prompt_rows
@@ -292,6 +293,12 @@ class RLController:
         n = self.cfg.algo.n_samples
         responses = [g["response_ids"] or [self.tokenizer.eos_token_id] for g in generated]
         scores, per_term = self.score(batch, responses)
+        a = self.cfg.algo
+        if a.overlong_buffer:
+            per_term["overlong"] = overlong_penalty([len(g["response_ids"]) for g in generated],
+                                                    self.cfg.rollout.max_new_tokens, a.overlong_buffer,
+                                                    a.overlong_penalty)
+            scores = scores + per_term["overlong"]
         spread = groups_with_spread(torch.tensor(scores), n).tolist()
         parts = [slice(i * n, (i + 1) * n) for i in range(len(batch))]  # each prompt's n samples
         return [Group(prompt, generated[part], responses[part], scores[part].tolist(),

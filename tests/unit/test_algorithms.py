@@ -215,3 +215,11 @@ def test_reinforce_plus_plus_advantages():
 
 def test_broadcast_to_tokens():
     close(broadcast_to_tokens(torch.tensor([2.0, -1.0]), torch.tensor([[1, 1, 0], [1, 0, 0]])), [[2, 2, 0], [-1, 0, 0]])
+
+
+def test_overlong_penalty_ramps_over_the_buffer_before_the_limit():
+    from rlsys.algorithms.shaping import overlong_penalty
+
+    penalty = overlong_penalty([4, 12, 14, 16, 20], max_new_tokens=16, buffer=4, factor=0.5)
+    assert penalty.tolist() == [0.0, 0.0, -0.25, -0.5, -0.5]
+    assert overlong_penalty([16], 16, 0, 1.0).tolist() == [0.0], "buffer 0: off"

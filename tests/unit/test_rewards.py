@@ -59,7 +59,28 @@ def test_format_reward_default_and_custom():
 
 
 def test_rules_registry():
-    assert set(RULES) == {"answer_match", "format"}
+    assert set(RULES) == {"answer_match", "format", "think_answer"}
+
+
+@pytest.mark.parametrize("completion, gold, expected", [
+    ("<think>3 + 4 is 7, twice that</think><answer>14</answer>", "14", 1.0),
+    ("<think>the sum is 9</think> so <answer>The answer is 12</answer>", "12", 1.0),
+    ("<think>3 + 4 is 7, and then", "7", 0.0),  # still thinking: no answer yet, whatever the numbers in it
+    ("The answer is \\frac{1}{2}", "0.5", 1.0),  # math-verify
+    ("\\boxed{x^2 + 1}", "1 + x^2", 1.0),
+    ("\\boxed{x^2 + 2}", "1 + x^2", 0.0),
+    ("<answer>\\boxed{0.5}</answer>", "\\frac12", 1.0),
+])
+def test_reasoning_formats_and_mathematical_equivalence(completion, gold, expected):
+    pytest.importorskip("math_verify")
+    assert answer_match([""], [completion], [gold]) == [expected]
+
+
+def test_think_answer_format_rule():
+    rule = RULES["think_answer"]
+    ok = "<think>carry the 1\nso 12</think>\n<answer>12</answer>"
+    assert rule([""] * 4, [ok, "<answer>12</answer>", ok + " and more", "<think></think><answer>12</answer>"]) == \
+        [1.0, 0.0, 0.0, 0.0]
 
 
 def test_weighted_sum_with_per_term_arrays():
