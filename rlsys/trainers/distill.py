@@ -121,5 +121,17 @@ def run(cfg) -> dict[str, float]:
     student = cfg.copy()  # the same job, trained by the SFT controller on the distilled rows
     with open_dict(student):
         student.data.train = str(dataset)
-        student.data.columns = {name: name for name in student.data.columns}  # the file uses rlsys's names
+        student.data.eval = held_out_file(cfg, out)
+        student.data.columns = {name: name for name in student.data.columns}  # the files use rlsys's names
     return supervised.train(student)
+
+
+def held_out_file(cfg, out: Path) -> str | None:
+    """The prompts' evaluation rows in rlsys's column names, for the student (whose data.train is the distilled
+    file): data.eval, or the embedded held-out split when the prompts are the embedded task's."""
+    if not cfg.data.eval and cfg.data.train:
+        return None
+    path = out / "heldout.jsonl"
+    with open(path, "w") as handle:
+        handle.writelines(json.dumps(row) + "\n" for row in prompt_rows(cfg, "eval"))
+    return str(path)
