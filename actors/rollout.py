@@ -61,9 +61,6 @@ class VLLMEngine:
 
         from rlsys.models.builders import resolve_dtype
 
-        # Per-request seeds make samples a function of (weights, prompt, seed): a resumed run draws exactly
-        # what it would have. vLLM's CPU sampler cannot rewind a seeded generator when it discards the token of
-        # a partial prefill chunk ("CPU Generator does not use offset"), so on CPU prefills are not chunked.
         self.spec = spec
         self.adapter = None  # adapter sync: the LoRA request every generate carries
         self.adapter_dir = tempfile.TemporaryDirectory(prefix="rlsys-adapter-")
@@ -73,6 +70,9 @@ class VLLMEngine:
             extra.update(enable_lora=True, max_loras=1, max_lora_rank=next(r for r in ranks if r >= spec.lora_rank))
         if spec.weight_sync in ("nccl", "ipc"):
             extra["weight_transfer_config"] = {"backend": spec.weight_sync}
+        # Per-request seeds make samples a function of (weights, prompt, seed): a resumed run draws exactly
+        # what it would have. vLLM's CPU sampler cannot rewind a seeded generator when it discards the token of
+        # a partial prefill chunk ("CPU Generator does not use offset"), so on CPU prefills are not chunked.
         self.llm = vllm.LLM(
             model=spec.model_path, dtype=str(resolve_dtype(spec.dtype, spec.device)).replace("torch.", ""),
             seed=spec.seed, max_model_len=spec.max_model_len, tensor_parallel_size=spec.tensor_parallel_size,

@@ -16,6 +16,7 @@ from omegaconf import open_dict
 
 from actors.cluster import connect, resolve_device
 from actors.rollout import Sampling
+from rlsys.errors import RlsysError
 from rlsys.models.builders import check_model_dir, end_of_turn_ids, load_tokenizer
 from rlsys.rewards import build_reward
 from rlsys.rewards.pairwise import compare
@@ -44,6 +45,9 @@ def run(cfg) -> dict:
         cfg = cfg.copy()
         with open_dict(cfg):
             cfg.reward, cfg.eval.reward = cfg.eval.reward, None
+    if cfg.data.train and not cfg.data.eval:
+        raise RlsysError("rlsys eval answers the rows of data.eval (data.train is not read): set data.eval, or "
+                         "leave both out for the embedded task's held-out split.")
     out = prepare_output_dir(cfg)
     models = list(cfg.eval.models) or [base_model_path(cfg)]
     for model in models + ([cfg.eval.against] if cfg.eval.against else []):

@@ -57,4 +57,4 @@ def test_wandb_offline_run_files(pretrained, tmp_path, monkeypatch):
     assert "eval/accuracy" in history[3] and "eval/accuracy" in history[6]
     assert tables == ["table-file"] * 3, "a sample table at each evaluation: steps 0, 3 and 6"
     table = json.loads(next(runs[-1].parent.glob("files/media/table/samples_*.table.json")).read_text())
-    assert table["columns"] == ["prompt", "completion", "answer", "correct"] and table["data"]
+    assert table["columns"] == ["prompt", "completion", "reward", "answer", "correct"] and table["data"]

@@ -240,6 +240,11 @@ def test_eval_rows_without_a_column_the_reward_reads(rlsys, tiny, tmp_path):
                         "trainer.batch_size=4"), 1, f"evaluation scores {held_out}", "set eval.reward")
 
 
+def test_eval_without_eval_rows(rlsys, tiny, tmp_path):
+    train = write(tmp_path / "t.jsonl", '{"prompt": "Hi?", "answer": "1"}\n')
+    assert_clear(*rlsys("eval", f"model.path={tiny}", f"data.train={train}"), 1, "set data.eval")
+
+
 def test_reward_of_the_right_shape_passes(tmp_path):
     reward = WeightedReward([("ok", lambda p, c, **k: [0.5] * len(c), 2.0)])
     total, _ = reward(["p"], ["a"], {})
