@@ -80,6 +80,7 @@ class TrainWorker:
         self._seed_everything(spec.seed + rank)
         dtype = resolve_dtype(spec.dtype, spec.device)
         self.tokenizer = load_tokenizer(spec.model_path)
+        self.stop_ids = end_of_turn_ids(self.tokenizer)
         checkpointing = spec.gradient_checkpointing
         if ROLE_MODEL[spec.role] == "value":
             model = load_value_model(spec.model_path, dtype=dtype, gradient_checkpointing=checkpointing,
@@ -187,7 +188,7 @@ class TrainWorker:
         prompts = prompts or [[self.tokenizer.pad_token_id]]  # ZeRO-3: every rank must join the forward passes
         ids = pad(prompts, self.tokenizer.pad_token_id, left=True).to(self.spec.device)
         mask = pad([[1] * len(p) for p in prompts], 0, left=True).to(self.spec.device)
-        stops = end_of_turn_ids(self.tokenizer)
+        stops = self.stop_ids
         with torch.no_grad():
             out = module.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
                                   pad_token_id=self.tokenizer.pad_token_id, eos_token_id=stops,

@@ -21,7 +21,6 @@ import torch
 from actors.group import free_port
 from rlsys.engine.weights import buckets, gathered, is_peft, iter_hf_weights
 
-KINDS = ("auto", "object_store", "adapter", "nccl", "ipc")
 # the layers vLLM can apply a LoRA adapter to (the decoder's linear projections)
 ADAPTER_MODULES = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 
@@ -32,14 +31,19 @@ class WeightSync:
     bucket_bytes: int = 64 * 2**20
 
 
+def adapter_servable(lora) -> bool:
+    """A LoRA adapter vLLM can apply itself."""
+    return lora.enabled and set(lora.target_modules) <= ADAPTER_MODULES
+
+
 def resolve(cfg, device: str) -> str:
     """`rollout.weight_sync`, with auto made concrete for this job's device, backend, LoRA and layout."""
-    kind, lora = cfg.rollout.weight_sync, cfg.model.lora
+    kind = cfg.rollout.weight_sync
     if kind != "auto":
         return kind
     if cfg.rollout.backend != "vllm":
         return "object_store"
-    if lora.enabled and set(lora.target_modules) <= ADAPTER_MODULES:
+    if adapter_servable(cfg.model.lora):
         return "adapter"
     if device == "cuda":
         return "ipc" if cfg.cluster.colocate else "nccl"
@@ -48,10 +52,10 @@ def resolve(cfg, device: str) -> str:
 
 def problem(cfg, device: str) -> str | None:
     """Why the configured transport cannot serve this job, or None."""
-    kind, lora = resolve(cfg, device), cfg.model.lora
+    kind = resolve(cfg, device)
     if kind != "object_store" and cfg.rollout.backend != "vllm":
         return f"rollout.weight_sync={kind} needs rollout.backend=vllm; the hf backend takes object_store."
-    if kind == "adapter" and not (lora.enabled and set(lora.target_modules) <= ADAPTER_MODULES):
+    if kind == "adapter" and not adapter_servable(cfg.model.lora):
         return (f"rollout.weight_sync=adapter sends a LoRA adapter: set model.lora.enabled=true with target "
                 f"modules among {sorted(ADAPTER_MODULES)}, or rollout.weight_sync=object_store.")
     if kind in ("nccl", "ipc") and device != "cuda":

@@ -63,13 +63,14 @@ def run(cfg) -> dict:
         reference = answers_of(cfg, cfg.eval.against, device, reward)[1] if cfg.eval.against else None
         if reference is not None and actors.judge is None:
             actors.judge = start_judge_engines(cfg, device)
-        results, rows = {}, []
+        judge = judge_term(cfg, actors.judge, cfg.judge.model) if reference is not None else None
+        results, rows, count = {}, [], 0
         for index, model in enumerate(models, 1):
             print(f"[eval] {index}/{len(models)}: {model}", flush=True)
             held_out, answers = answers_of(cfg, model, device, reward)
             metrics, samples = held_out.score(answers)
-            if reference is not None:
-                judge = judge_term(cfg, actors.judge, cfg.judge.model)
+            count = len(samples)
+            if judge is not None:
                 versus = compare(judge.ask, cfg.eval.pairwise_template, cfg.eval.verdict_pattern, held_out.prompts,
                                  answers, reference)
                 metrics.update(versus.metrics("eval/pairwise"))
@@ -79,7 +80,7 @@ def run(cfg) -> dict:
             rows += [{"model": model, **sample} for sample in samples]
     finally:
         actors.kill()
-    summary = {"data": cfg.data.eval or "embedded held-out split", "rows": len(rows) // max(1, len(models)),
+    summary = {"data": cfg.data.eval or "embedded held-out split", "rows": count,
                "against": cfg.eval.against, "judge": cfg.judge.model if cfg.eval.against else None,
                "models": results}
     (out / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -33,16 +33,13 @@ class HeldOut:
         terms = cfg.eval.reward if cfg.eval.reward is not None else cfg.reward
         self.reward = reward if reward is not None else build_reward(plain_specs(terms))
         self.prompt_ids = encode_prompts(cfg, tokenizer, self.rows) if self.rows else []
+        self.prompts = [r["messages"][-1]["content"] for r in self.rows]  # the question each reward sees
         self.has_answers = bool(self.rows) and all(r.get("answer") is not None for r in self.rows)
         if self.rows:
             check_columns(self.reward, self.rows, cfg.data.eval or "the embedded held-out split")
 
     def __bool__(self) -> bool:
         return bool(self.rows)
-
-    @property
-    def prompts(self) -> list[str]:
-        return [r["messages"][-1]["content"] for r in self.rows]
 
     def __call__(self, generate: Generate) -> tuple[dict[str, float], list[dict]]:
         """(eval/reward, eval/<term>, eval/accuracy where rows have answers; a few sample completions)."""
