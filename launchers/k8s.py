@@ -39,9 +39,9 @@ class Demand:
 def demand(cfg) -> Demand:
     """The devices the job's roles ask for (what `rlsys.trainers.rl_roles` places), rounded up; no GPUs on CPU."""
     if cfg.job == "pipeline":
-        from rlsys.trainers.pipeline import stage_config
+        from rlsys.trainers.pipeline import PLANS, stage_config
 
-        stages = [demand(stage_config(cfg, stage, None)) for stage in ("pretrain", "sft", cfg.pipeline.rl)]
+        stages = [demand(stage_config(cfg, stage, None)) for stage, _ in PLANS[cfg.pipeline.rl]]
         return Demand(max(s.gpus for s in stages), max(s.cpus for s in stages))
     c, r = cfg.cluster, cfg.rollout
     groups = [c.policy]

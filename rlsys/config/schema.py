@@ -18,6 +18,7 @@ class TinyModelConfig:
     num_layers: int = 2
     num_heads: int = 2
     intermediate_size: int = 512
+    vocab_size: int = 320  # the byte-level BPE trained on the job's text (tools' JSON wants more merges)
 
 
 @dataclass
@@ -45,7 +46,9 @@ class TaskConfig:
     """The embedded arithmetic task, used when `data.train` is not given."""
     seed: int = 0
     heldout_size: int = 500
-    max_operand: int = 49  # problems a + b with 0 <= a, b <= max_operand
+    max_operand: int = 49  # problems a + b with min_operand <= a, b <= max_operand
+    min_operand: int = 0
+    operations: List[str] = field(default_factory=lambda: ["+"])  # any of + - *
     rejected_per_problem: int = 4  # preference training pairs per problem, each with another wrong answer
 
 
@@ -184,6 +187,21 @@ class AlgoConfig:
 
 
 @dataclass
+class EnvConfig:
+    """Multi-turn RL (rlsys/envs): the policy acts in an environment over several turns. Neither name nor path:
+    single-turn answers."""
+    name: Optional[str] = None  # a built-in: calculator | retry
+    path: Optional[str] = None  # your own: path/file.py:ClassName or package.module:ClassName
+    kwargs: Dict[str, Any] = field(default_factory=dict)  # passed to the environment's constructor
+    num_workers: int = 2  # Ray actors hosting the environments
+    cpus_per_worker: float = 0.0
+    timeout_s: float = 30.0  # every reset / step call; past it the episode ends with an error
+    max_turns: int = 4  # assistant turns per episode
+    max_total_tokens: int = 256  # prompt, model turns and observations together
+    max_error_rate: float = 0.1  # share of a batch's episodes that may fail in user code before the run stops
+
+
+@dataclass
 class RewardTerm:
     type: str = "rule"  # rule | function | model | judge | remote
     name: Optional[str] = None
@@ -276,7 +294,7 @@ class EvalConfig:
 
 @dataclass
 class PipelineConfig:
-    rl: str = "grpo"  # grpo | ppo | dpo | rm+ppo
+    rl: str = "grpo"  # grpo | ppo | dpo | rm+ppo | agent (multi-turn GRPO with a calculator tool)
     stages: Dict[str, List[str]] = field(default_factory=dict)  # stage -> overrides for that stage
 
 
@@ -295,6 +313,7 @@ class JobConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     reward: List[RewardTerm] = field(default_factory=lambda: [RewardTerm(name="answer_match")])
+    env: EnvConfig = field(default_factory=EnvConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     fault_tolerance: FaultToleranceConfig = field(default_factory=FaultToleranceConfig)

@@ -33,7 +33,7 @@ CHOICES = {
     "algo.is_level": ("token", "sequence", "geometric"),
     "wandb.mode": ("online", "offline", "disabled"),
     "algo.preference_loss": ("sigmoid", "ipo"),
-    "pipeline.rl": ("grpo", "ppo", "dpo", "rm+ppo"),
+    "pipeline.rl": ("grpo", "ppo", "dpo", "rm+ppo", "agent"),
     "distill.keep": ("best", "all"),
     "curate.mode": ("pretrain", "sft"),
     "curate.heuristics.unicode_form": ("NFC", "NFKC", "none"),
@@ -169,6 +169,16 @@ def check_values(cfg: DictConfig) -> None:
     _require(cfg.rollout.temperature >= 0, f"rollout.temperature must be 0 (greedy) or more, got "
                                            f"{cfg.rollout.temperature}.")
     _require(0 < cfg.rollout.top_p <= 1, f"rollout.top_p must be in (0, 1], got {cfg.rollout.top_p}.")
+    e = cfg.env
+    if e.name or e.path:
+        _require(cfg.job in ("grpo", "ppo", "sft", "pretrain"), f"env is set, but `rlsys {cfg.job}` does not play "
+                 f"episodes; environments are for grpo and ppo (and sft / pretrain, for their demonstrations).")
+        _require(e.max_turns >= 1 and e.num_workers >= 1 and e.timeout_s >= 0 and 0 <= e.max_error_rate <= 1,
+                 f"env: max_turns and num_workers must be at least 1, timeout_s zero (none) or more and "
+                 f"max_error_rate in [0, 1]; got {e.max_turns}, {e.num_workers}, {e.timeout_s}, {e.max_error_rate}.")
+        _require(e.max_total_tokens > cfg.rollout.max_new_tokens,
+                 f"env.max_total_tokens={e.max_total_tokens} leaves no room for a turn of rollout.max_new_tokens="
+                 f"{cfg.rollout.max_new_tokens} tokens after the prompt; raise it.")
     _require(1 <= cfg.serve.port <= 65535, f"serve.port must be a TCP port, 1-65535, got {cfg.serve.port}.")
     for key, seconds in cfg.watchdog.items():
         _require(seconds >= 0, f"watchdog.{key} is a deadline in seconds (0: none), got {seconds}.")

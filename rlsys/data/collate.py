@@ -30,25 +30,29 @@ def pack_texts(token_lists: Iterable[Sequence[int]], block_size: int, eos_id: in
     return blocks
 
 
-def render_ids(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> list[int]:
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+def render_ids(tokenizer, messages: list[dict], add_generation_prompt: bool = False,
+               tools: list[dict] | None = None) -> list[int]:
+    text = tokenizer.apply_chat_template(messages, tools=tools or None, tokenize=False,
+                                         add_generation_prompt=add_generation_prompt)
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def encode_chat(tokenizer, messages: list[dict], max_length: int) -> tuple[list[int], list[int]]:
+def encode_chat(tokenizer, messages: list[dict], max_length: int,
+                tools: list[dict] | None = None) -> tuple[list[int], list[int]]:
     """Token ids of a conversation and labels that keep only the assistant turns' tokens.
 
     Each assistant turn's span is found by rendering the conversation up to it (with the generation
     prompt) and up to its end: the tokens in between are the turn's, end-of-turn token included. This
-    works for any template whose renderings are prefixes of each other (ChatML, Llama 3, ...).
+    works for any template whose renderings are prefixes of each other (ChatML, Llama 3, ...). `tools` are the
+    tool schemas the template shows (tool-use demonstrations).
     """
-    input_ids = render_ids(tokenizer, messages)
+    input_ids = render_ids(tokenizer, messages, tools=tools)
     labels = [IGNORE] * len(input_ids)
     for index, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        before = render_ids(tokenizer, messages[:index], add_generation_prompt=True)
-        through = render_ids(tokenizer, messages[: index + 1])
+        before = render_ids(tokenizer, messages[:index], add_generation_prompt=True, tools=tools)
+        through = render_ids(tokenizer, messages[: index + 1], tools=tools)
         if input_ids[:len(before)] != before or input_ids[:len(through)] != through:
             raise DataError(
                 f"the chat template of {tokenizer.name_or_path or 'the tokenizer'} renders turn {index} differently "

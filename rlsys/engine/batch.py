@@ -2,7 +2,8 @@
 
 A sample is either a token sequence with labels (`input_ids`, `labels`, optional `position_ids` when it holds
 several packed examples) or a prompt and a response (`prompt_ids`, `response_ids`) with per-response-token
-fields (`old_logp`, `ref_logp`, `behaviour_logp` from the sampler, `advantages`, `returns`, `old_values`).
+fields (`old_logp`, `ref_logp`, `behaviour_logp` from the sampler, `advantages`, `returns`, `old_values`) and,
+for multi-turn episodes, a `loss_mask` that is 1 on the model's own tokens and 0 on the environment's.
 A preference pair (`prompt_ids`, `chosen_ids`, `rejected_ids`) becomes two padded rows: all chosen rows
 first, then all rejected.
 
@@ -75,7 +76,10 @@ def select(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
 
 # ---- loss weights ---------------------------------------------------------------------------------------
 def loss_tokens(batch: dict[str, list]) -> list[int]:
-    """Tokens of each sample a token-level loss covers: its response, or its labelled tokens after the first."""
+    """Tokens of each sample a token-level loss covers: its response (the model's turns of an episode), or its
+    labelled tokens after the first."""
+    if "loss_mask" in batch:
+        return [int(sum(mask)) for mask in batch["loss_mask"]]
     if "response_ids" in batch:
         return [len(r) for r in batch["response_ids"]]
     return [sum(label != IGNORE for label in labels[1:]) for labels in batch["labels"]]
@@ -117,7 +121,7 @@ def without_silent_samples(batch: dict[str, list]) -> dict[str, list]:
     if len(keep) == batch_size(batch):
         return batch
     kept = select(batch, keep)
-    share = sum(w * len(a) for w, a in zip(kept["loss_weight"], kept["advantages"]))
+    share = sum(w * n for w, n in zip(kept["loss_weight"], loss_tokens(kept)))
     kept["metric_weight"] = [w / share for w in kept["loss_weight"]] if share else kept["loss_weight"]
     return kept
 
@@ -181,13 +185,14 @@ def _response_fields(batch: dict[str, list], layout: Layout, shape: tuple[int, i
     """Response mask, per-token fields and loss weights at the positions that predict the response tokens."""
     spans = [(row, start + prompt - 1, len(response)) for row, start, prompt, response
              in zip(layout.rows, layout.starts, layout.prompt_lengths, batch["response_ids"])]
-    out = {"response_mask": _place([[1.0] * n for *_, n in spans], spans, shape)}
+    masks = batch["loss_mask"] if "loss_mask" in batch else [[1.0] * n for *_, n in spans]
+    out = {"response_mask": _place(masks, spans, shape)}
     for field in TOKEN_FIELDS:
         if field in batch:
             out[field] = _place(batch[field], spans, shape)
     for field in ("loss_weight", "metric_weight"):
         if field in batch:
-            out[field] = _place([[w] * n for w, (*_, n) in zip(batch[field], spans)], spans, shape)
+            out[field] = _place([[w] * n for w, (*_, n) in zip(batch[field], spans)], spans, shape) * out["response_mask"]
     return out
 
 
@@ -216,7 +221,7 @@ def dummy_sample(batch: dict[str, list], pad_id: int) -> dict[str, list]:
     """One sample of padding with zero loss weight, shaped like the batch's samples."""
     fill = {"prompt_ids": [pad_id], "response_ids": [pad_id], "chosen_ids": [pad_id], "rejected_ids": [pad_id],
             "input_ids": [pad_id, pad_id], "labels": [IGNORE, IGNORE], "position_ids": [0, 1]}
-    return {k: [fill.get(k, [0.0] if k in TOKEN_FIELDS else 0.0)] for k in batch}
+    return {k: [fill.get(k, [0.0] if k in TOKEN_FIELDS or k == "loss_mask" else 0.0)] for k in batch}
 
 
 def pair_tensors(batch: dict[str, list], pad_id: int) -> dict[str, torch.Tensor]:

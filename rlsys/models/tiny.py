@@ -10,6 +10,7 @@ and vLLM load the folder like any hub checkpoint.
 
 from __future__ import annotations
 
+import functools
 import pathlib
 import random
 from typing import Iterable
@@ -19,14 +20,33 @@ IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
 SPECIAL_TOKENS = (ENDOFTEXT, IM_START, IM_END)
 
-# ChatML. The {% generation %} block marks the assistant tokens (content + <|im_end|>) so
-# that apply_chat_template(..., return_assistant_tokens_mask=True) gives the SFT loss mask.
+# ChatML, with tools the way Qwen2.5 / Hermes templates write them: the tool schemas in a system turn inside
+# <tools></tools>, each call as <tool_call>{"name": ..., "arguments": ...}</tool_call> in the assistant's turn,
+# results as <tool_response> blocks in a user turn. The {% generation %} block marks the assistant tokens
+# (content + <|im_end|>) so that apply_chat_template(..., return_assistant_tokens_mask=True) gives the SFT mask.
 CHAT_TEMPLATE = (
+    "{% if tools %}"
+    "{{ '<|im_start|>system\\n' }}"
+    "{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] + '\\n\\n' }}{% endif %}"
+    "{{ '<tools>' }}{% for tool in tools %}{{ '\\n' + (tool | tojson) }}{% endfor %}{{ '\\n</tools><|im_end|>\\n' }}"
+    "{% endif %}"
     "{% for message in messages %}"
-    "{% if message['role'] == 'assistant' %}"
+    "{% if message['role'] == 'system' and tools and loop.first %}"
+    "{% elif message['role'] == 'assistant' %}"
     "{{ '<|im_start|>assistant\\n' }}"
-    "{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}"
+    "{% generation %}{{ message['content'] }}"
+    "{% if message.tool_calls %}{% for call in message.tool_calls %}"
+    "{% if call.function is defined %}{% set call = call.function %}{% endif %}"
+    "{% if not loop.first or message['content'] %}{{ '\\n' }}{% endif %}"
+    "{{ '<tool_call>\\n{\"name\": \"' + call.name + '\", \"arguments\": ' }}"
+    "{{ call.arguments if call.arguments is string else (call.arguments | tojson) }}{{ '}\\n</tool_call>' }}"
+    "{% endfor %}{% endif %}"
+    "{{ '<|im_end|>' }}{% endgeneration %}"
     "{{ '\\n' }}"
+    "{% elif message['role'] == 'tool' %}"
+    "{% if loop.first or loop.previtem['role'] != 'tool' %}{{ '<|im_start|>user' }}{% endif %}"
+    "{{ '\\n<tool_response>\\n' + message['content'] + '\\n</tool_response>' }}"
+    "{% if loop.last or loop.nextitem['role'] != 'tool' %}{{ '<|im_end|>\\n' }}{% endif %}"
     "{% else %}"
     "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
     "{% endif %}"
@@ -41,6 +61,16 @@ def render_chatml(messages: list[dict], add_generation_prompt: bool = False) -> 
     """Plain-Python rendering of :data:`CHAT_TEMPLATE` (for tokenizer training text)."""
     text = "".join(f"{IM_START}{m['role']}\n{m['content']}{IM_END}\n" for m in messages)
     return text + (f"{IM_START}assistant\n" if add_generation_prompt else "")
+
+
+def render_template(messages: list[dict], tools: list[dict] | None = None) -> str:
+    """:data:`CHAT_TEMPLATE`'s rendering (with tools), before any tokenizer is trained: a throwaway one renders."""
+    return _bare_tokenizer().apply_chat_template(messages, tools=tools, tokenize=False)
+
+
+@functools.lru_cache(maxsize=1)
+def _bare_tokenizer():
+    return train_tokenizer(["."], vocab_size=len(SPECIAL_TOKENS) + 256)
 
 
 def default_tokenizer_texts(seed: int = 0, n: int = 2000) -> list[str]:

@@ -19,19 +19,19 @@ def _looks_like_file(target: str) -> bool:
     return target.endswith(".py") or "/" in target or os.sep in target
 
 
-def _import_file(target: str) -> ModuleType:
+def import_file(target: str, kind: str = "reward") -> ModuleType:
     path = Path(target).expanduser()
     if not path.is_file():
         raise RewardConfigError(
-            f"reward file '{target}' not found (resolved to '{path.resolve()}', "
+            f"{kind} file '{target}' not found (resolved to '{path.resolve()}', "
             f"current directory '{Path.cwd()}'); use a path relative to the current directory or an absolute path"
         )
     resolved = path.resolve()
     # Unique, private module name: two files called rewards.py must not clash.
-    name = f"rlsys_user_reward_{resolved.stem}_{hashlib.sha1(str(resolved).encode()).hexdigest()[:8]}"
+    name = f"rlsys_user_{kind}_{resolved.stem}_{hashlib.sha1(str(resolved).encode()).hexdigest()[:8]}"
     spec = importlib.util.spec_from_file_location(name, resolved)
     if spec is None or spec.loader is None:
-        raise RewardConfigError(f"reward file '{target}' cannot be loaded as a Python module")
+        raise RewardConfigError(f"{kind} file '{target}' cannot be loaded as a Python module")
     module = importlib.util.module_from_spec(spec)
     # Registered only while executing (dataclasses etc. look themselves up in sys.modules); removed
     # afterwards so cloudpickle ships the function by value to Ray workers that lack the file.
@@ -40,21 +40,26 @@ def _import_file(target: str) -> ModuleType:
         spec.loader.exec_module(module)
     except Exception as exc:
         raise RewardConfigError(
-            f"importing reward file '{target}' failed with {type(exc).__name__}: {exc}; fix the error in that file"
+            f"importing {kind} file '{target}' failed with {type(exc).__name__}: {exc}; fix the error in that file"
         ) from exc
     finally:
         sys.modules.pop(name, None)
     return module
 
 
-def _import_module(target: str) -> ModuleType:
+def import_module(target: str, kind: str = "reward") -> ModuleType:
     try:
         return importlib.import_module(target)
     except Exception as exc:
         raise RewardConfigError(
-            f"importing reward module '{target}' failed with {type(exc).__name__}: {exc}; "
+            f"importing {kind} module '{target}' failed with {type(exc).__name__}: {exc}; "
             "check the module is installed/on PYTHONPATH, or give a file path ending in .py"
         ) from exc
+
+
+def import_target(target: str, kind: str = "reward") -> ModuleType:
+    """A file (path/file.py) or an importable module (package.module)."""
+    return import_file(target, kind) if _looks_like_file(target) else import_module(target, kind)
 
 
 def _defined_callables(module: ModuleType) -> list[str]:
@@ -77,7 +82,7 @@ def load_reward_function(spec: str) -> Callable[..., list[float]]:
         raise RewardConfigError(
             f"reward function spec {spec!r} is incomplete; expected 'path/file.py:function' or 'package.module:function'"
         )
-    module = _import_file(target) if _looks_like_file(target) else _import_module(target)
+    module = import_target(target)
     if not hasattr(module, func_name):
         available = _defined_callables(module)
         listing = ", ".join(available) if available else "no functions"

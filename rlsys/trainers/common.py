@@ -42,12 +42,25 @@ def base_model_path(cfg) -> str:
 
         task = embedded_task(cfg)
         texts = task.pretrain_texts("train")[:2000] + [str(c["messages"]) for c in task.sft_conversations("train")[:500]]
+        texts += environment_texts(cfg, task)
         build_tiny_model(folder, arch=cfg.model.tiny.arch, hidden_size=cfg.model.tiny.hidden_size,
                          num_layers=cfg.model.tiny.num_layers, num_heads=cfg.model.tiny.num_heads,
                          intermediate_size=cfg.model.tiny.intermediate_size, seed=cfg.seed,
-                         max_position_embeddings=max(512, cfg.data.max_length),
-                         texts=texts)
+                         max_position_embeddings=max(512, cfg.data.max_length, cfg.env.max_total_tokens),
+                         texts=texts, vocab_size=cfg.model.tiny.vocab_size)
     return str(folder)
+
+
+def environment_texts(cfg, task) -> list[str]:
+    """With an environment that demonstrates its tools, the tokenizer learns their text too (the tool schemas
+    are in every prompt and would otherwise cost a token a character)."""
+    from rlsys.data.job_data import demonstrations, env_tools
+    from rlsys.models.tiny import render_template
+
+    demonstrate, tools = demonstrations(cfg), env_tools(cfg)
+    if demonstrate is None:
+        return []
+    return [render_template(demonstrate(row), tools) for row in task.rl_prompts("train")[:500]]
 
 
 class Checkpoints:

@@ -48,6 +48,23 @@ class HeldOut:
         metrics, samples = self.score(self.answer(generate))
         return metrics, samples[:SHOWN]
 
+    def episodes(self, runner, generate_turns) -> tuple[dict[str, float], list[dict]]:
+        """Greedy multi-turn episodes from the rows: the final answers scored as above, the environment's
+        rewards and turn counts as eval/episode_reward, eval/turns_mean, ...; the transcripts shown."""
+        from rlsys.envs.episodes import episode_metrics, transcript
+
+        if not self.rows:
+            return {}, []
+        trajectories = runner.run(self.rows, generate_turns, seed=0)
+        metrics, samples = self.score([t.final_answer for t in trajectories])
+        env_rewards = [t.env_reward for t in trajectories]
+        totals = [s.get("reward", 0.0) + r for s, r in zip(samples, env_rewards)]
+        metrics.update(episode_metrics([t.sample() for t in trajectories], "eval"),
+                       **{"eval/episode_reward": float(np.mean(totals))})
+        for sample, t, total in zip(samples, trajectories, totals):
+            sample.update(episode_reward=total, turns=t.turns, transcript=transcript(t, self.tokenizer))
+        return metrics, samples[:SHOWN]
+
     def answer(self, generate: Generate) -> list[str]:
         return self.tokenizer.batch_decode(generate(self.prompt_ids), skip_special_tokens=True)
 

@@ -1,9 +1,11 @@
 """`rlsys pipeline`: pretrain -> SFT -> RL, each stage a normal job in output_dir/<stage>/, one Ray for all.
 
-`pipeline.rl` picks the last stages: grpo, ppo, dpo, or rm+ppo (a reward model trained on the preference
-pairs from the SFT model, then PPO from the SFT model against it). Each stage starts from its parent's final
-checkpoint; held-out accuracy is printed after every stage (for rm: its preference-pair accuracy) and the
-table is written to output_dir/summary.json.
+`pipeline.rl` picks the last stages: grpo, ppo, dpo, rm+ppo (a reward model trained on the preference
+pairs from the SFT model, then PPO from the SFT model against it), or agent (every stage on the calculator
+environment's hard problems: pretraining, SFT on demonstrations of the tool, multi-turn GRPO). Each stage
+starts from its parent's final checkpoint; held-out accuracy is printed after every stage (for rm: its
+preference-pair accuracy; for agent: pretraining's without the tool, then with it, and tool calls and errors
+per episode) and the table is written to output_dir/summary.json.
 """
 from __future__ import annotations
 
@@ -19,6 +21,10 @@ from rlsys.config.validate import to_typed
 # pipeline.rl -> (stage, the stage whose final checkpoint it starts from)
 PLANS = {rl: [("pretrain", None), ("sft", "pretrain"), (rl, "sft")] for rl in ("grpo", "ppo", "dpo")}
 PLANS["rm+ppo"] = [("pretrain", None), ("sft", "pretrain"), ("rm", "sft"), ("ppo", "sft")]
+PLANS["agent"] = [("pretrain", None), ("sft", "pretrain"), ("grpo", "sft")]
+# The agent plan's stages on 2 CPU cores; the env preset sets the task, lengths and tokenizer.
+AGENT_STAGES = {"pretrain": [], "sft": [],
+                "grpo": ["trainer.batch_size=16", "trainer.max_steps=200", "trainer.eval_every=50"]}
 
 
 def final_checkpoint(cfg, stage: str) -> Path:
@@ -26,11 +32,13 @@ def final_checkpoint(cfg, stage: str) -> Path:
 
 
 def stage_config(cfg, stage: str, previous: str | None):
+    agent = cfg.pipeline.rl == "agent"
     shared = [f"output_dir={Path(cfg.output_dir) / stage}", f"seed={cfg.seed}",
               f"logger=[{','.join(cfg.logger)}]", f"resume={str(cfg.resume).lower()}",
               f"data.task.seed={cfg.data.task.seed}", f"data.task.heldout_size={cfg.data.task.heldout_size}",
-              f"data.task.max_operand={cfg.data.task.max_operand}",
               f"cluster.device={cfg.cluster.device}"]
+    shared += (["env=calculator", *AGENT_STAGES[stage]] if agent
+               else [f"data.task.max_operand={cfg.data.task.max_operand}"])
     if cfg.cluster.address:
         shared.append(f"cluster.address={cfg.cluster.address}")
     if previous:
@@ -41,15 +49,20 @@ def stage_config(cfg, stage: str, previous: str | None):
     return to_typed(compose_job(stage, overrides))
 
 
-def print_table(summary: dict[str, float]) -> None:
+def print_table(summary: dict[str, float], episodes: dict[str, dict[str, float]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
     title = "held-out accuracy (greedy" + ("; rm: preference pairs ranked right)" if "rm" in summary else ")")
+    if episodes:
+        title = "held-out accuracy on the calculator's problems (pretrain: without the tool; then with it)"
     table = Table(title=title)
+    table.add_column("")
     for stage in summary:
         table.add_column(stage, justify="right")
-    table.add_row(*(f"{value:.3f}" for value in summary.values()))
+    table.add_row("accuracy", *(f"{value:.3f}" for value in summary.values()))
+    for key in ("eval/tool_calls_mean", "eval/tool_errors", "eval/turns_mean") if episodes else ():
+        table.add_row(key.split("/")[1], *(f"{episodes.get(s, {}).get(key, float('nan')):.2f}" for s in summary))
     Console().print(table)
 
 
@@ -66,12 +79,17 @@ def run(cfg) -> dict[str, float]:
     stages = {stage: stage_config(cfg, stage, previous) for stage, previous in PLANS[cfg.pipeline.rl]}
     connect(cfg.cluster, cpus_needed=max(cpus_needed(c) for c in stages.values()))  # one Ray for every stage
     summary: dict[str, float] = {}
+    episodes: dict[str, dict[str, float]] = {}  # stages evaluated in episodes: tool calls and errors
     for stage, stage_cfg in stages.items():
         print(f"\n=== {stage} -> {stage_cfg.output_dir} ===", flush=True)
         metrics = _recorded(stage_cfg) if _done(stage_cfg) else controllers[stage](stage_cfg)
         summary[stage] = float(metrics.get("eval/accuracy", float("nan")))
+        if "eval/turns_mean" in metrics:
+            episodes[stage] = {k: float(v) for k, v in metrics.items() if k.startswith("eval/")}
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        print_table(summary)
+        if episodes:
+            (out / "episodes.json").write_text(json.dumps(episodes, indent=2) + "\n")
+        print_table(summary, episodes)
     return summary
 
 

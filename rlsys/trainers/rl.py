@@ -1,6 +1,7 @@
 """The RL controller (GRPO, PPO, RLOO, REINFORCE++). One step reads like the algorithm:
 
     samples  = rollout.generate(prompts, n)             vLLM engines: token ids + logprobs
+               (env set: multi-turn episodes against environments, rlsys/envs/episodes.py)
                (async, rollout.max_staleness = K > 0: sampled K steps ahead by the policy K versions back)
     rewards  = reward(prompts, completions, columns)     rules, functions, reward models, judges, remote
                (dynamic sampling: again with new prompts until every group's rewards differ)
@@ -16,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -29,6 +30,8 @@ from rlsys.algorithms.shaping import overlong_penalty
 from rlsys.config.validate import ConfigError
 from rlsys.data.collate import pad
 from rlsys.data.job_data import encode_prompts, prompt_rows
+from rlsys.envs import loading as envs
+from rlsys.envs.episodes import Trajectory, episode_metrics, episode_runner
 from rlsys.models.builders import end_of_turn_ids, load_tokenizer
 from rlsys import watchdog
 from rlsys.rewards import build_reward
@@ -94,7 +97,9 @@ class RLController:
         self.model_path = base_model_path(cfg)
         self.tokenizer = load_tokenizer(self.model_path)
         self.rows = prompt_rows(cfg, "train")
-        self.row_prompts = encode_prompts(cfg, self.tokenizer, self.rows)
+        # episodes' prompts are what their environment's reset() returns, rendered with its tools
+        self.row_prompts = ([[]] * len(self.rows) if envs.enabled(cfg)
+                            else encode_prompts(cfg, self.tokenizer, self.rows))
         check_columns(self.reward, self.rows, cfg.data.train or "the embedded task's prompts")
         self.held_out = HeldOut(cfg, self.tokenizer, self.reward if cfg.eval.reward is None else None)
         stops = end_of_turn_ids(self.tokenizer)
@@ -102,6 +107,7 @@ class RLController:
                                  max_new_tokens=r.max_new_tokens, stop=list(r.stop), stop_token_ids=stops)
         self.greedy = Sampling(n=1, temperature=0.0, max_new_tokens=r.max_new_tokens, stop=list(r.stop),
                                stop_token_ids=stops)
+        self.episodes = episode_runner(cfg, self.tokenizer, self.model_path, stops) if envs.enabled(cfg) else None
         if (problem := weight_sync.problem(cfg, self.device)) is not None:
             raise ConfigError(problem)
         self.weight_sync = weight_sync.WeightSync(weight_sync.resolve(cfg, self.device),
@@ -121,6 +127,8 @@ class RLController:
         if self.cfg.eval.reward is None:
             self.held_out.reward = self.reward
         (self.out / "placement.json").write_text(json.dumps(self.roles.locations(), indent=2))
+        if self.episodes is not None:
+            self.episodes.start(self.cfg.env.num_workers, self.cfg.env.cpus_per_worker)
         if self.cfg.rollout.max_staleness > 0:
             self.ahead = AheadRollouts(self.sample_batch, self.cfg.rollout.max_staleness, self.cfg.trainer.max_steps)
 
@@ -130,6 +138,8 @@ class RLController:
         if self.roles is not None:
             self.roles.kill()
             self.roles = None
+        if self.episodes is not None:
+            self.episodes.stop()
         if self.ahead is not None:
             self.ahead.join()
             self.ahead = None
@@ -158,20 +168,24 @@ class RLController:
             batch = self.next_batch(step, times)
             groups, sampled = batch.groups, batch.sampled
             scores = [s for g in groups for s in g.scores]
-            samples = {"prompt_ids": [g.prompt_ids for g in groups for _ in range(a.n_samples)],
+            generated = [out for g in groups for out in g.generated]
+            samples = {"prompt_ids": [out.get("prompt_ids", g.prompt_ids) for g in groups for out in g.generated],
                        "response_ids": [ids for g in groups for ids in g.response_ids],
                        "behaviour_logp": [sampler_logp(out, ids) for g in groups
                                           for out, ids in zip(g.generated, g.response_ids)]}
+            if self.episodes is not None:  # the model's tokens; the environment's are context only
+                samples["loss_mask"] = [out["loss_mask"] for out in generated]
 
             with timed(times, "ref"):
                 samples.update(self.forward_passes(samples))
 
-            mask = padded([[1.0] * len(x) for x in samples["response_ids"]])
+            mask = padded(samples.get("loss_mask") or [[1.0] * len(x) for x in samples["response_ids"]])
             ref_logp = padded(samples["ref_logp"]) if roles.reference else None
             old_logp = padded(samples["old_logp"]) if self.needs_old_logp else None
             values = padded(samples["old_values"]) if roles.critic else None
+            turn_rewards = rewards_before_last_turn(generated, mask.shape) if self.episodes is not None else None
             advantages, returns = estimate_advantages(a, torch.tensor(scores, dtype=torch.float32), mask,
-                                                      old_logp, ref_logp, values, self.kl_ctl.value)
+                                                      old_logp, ref_logp, values, self.kl_ctl.value, turn_rewards)
             lengths = [len(x) for x in samples["response_ids"]]
             samples["advantages"] = ragged(advantages, lengths)
 
@@ -204,9 +218,11 @@ class RLController:
             **{f"rollout/{k[3:]}": v for k, v in policy_metrics.items() if k.startswith("is/")},
             "rollout/staleness_mean": staleness, "rollout/staleness_max": staleness,
             **{f"critic/{k}": v for k, v in critic_metrics.items()},
-            "response/length_mean": float(np.mean([len(out["response_ids"]) for out in generated])),
-            "response/clipped_frac": float(np.mean([out["finish_reason"] == "length" for out in generated])),
-            **times, "perf/gen_tokens_per_s": sum(len(out["response_ids"]) for out in generated)
+            "response/length_mean": float(np.mean([model_tokens(out) for out in generated])),
+            "response/clipped_frac": float(np.mean([out["finish_reason"] in CLIPPED for out in generated])),
+            **(episode_metrics(generated) | {"env/episode_reward": float(np.mean(all_scores))}
+               if self.episodes is not None else {}),
+            **times, "perf/gen_tokens_per_s": sum(model_tokens(out) for out in generated)
                                               / max(times["perf/gen_s"], 1e-9),
             "perf/sample_rounds": float(len(sampled) // cfg.trainer.batch_size),
             "perf/sync_mb": sync["sync_mb"], "perf/sync_buckets": sync["sync_buckets"],
@@ -279,10 +295,17 @@ class RLController:
             round_seed = cfg.seed + 7_919 * round_
             indices = batch_at(self.rows, step, size, round_seed, indices_only=True)
             batch, prompt_ids = [self.rows[i] for i in indices], [self.row_prompts[i] for i in indices]
-            with timed(times, "gen"):
-                generated = self.generate(prompt_ids, self.sampling, seed=round_seed * 1_000_003 + step)
-            with timed(times, "score"):
-                sampled += self.scored_groups(batch, prompt_ids, generated)
+            seed = round_seed * 1_000_003 + step
+            if self.episodes is not None:  # perf/gen_s and perf/env_s are the runner's
+                episodes = self.episodes.run([row for row in batch for _ in range(a.n_samples)],
+                                             self.turns(self.sampling), seed, times)
+                with timed(times, "score"):
+                    sampled += self.episode_groups(batch, prompt_ids, episodes)
+            else:
+                with timed(times, "gen"):
+                    generated = self.generate(prompt_ids, self.sampling, seed=seed)
+                with timed(times, "score"):
+                    sampled += self.scored_groups(batch, prompt_ids, generated)
             if sum(g.has_spread for g in sampled) >= size:
                 break
         if not a.dynamic_sampling:
@@ -290,20 +313,41 @@ class RLController:
         return sorted(sampled, key=lambda g: not g.has_spread)[:size], sampled  # stable: spread first, then draw order
 
     def scored_groups(self, batch: list[dict], prompt_ids: list[list[int]], generated: list[dict]) -> list[Group]:
-        n = self.cfg.algo.n_samples
         responses = [g["response_ids"] or [self.tokenizer.eos_token_id] for g in generated]
-        scores, per_term = self.score(batch, responses)
+        scores, per_term = self.score(batch, self.tokenizer.batch_decode(responses, skip_special_tokens=True))
         a = self.cfg.algo
         if a.overlong_buffer:
             per_term["overlong"] = overlong_penalty([len(g["response_ids"]) for g in generated],
                                                     self.cfg.rollout.max_new_tokens, a.overlong_buffer,
                                                     a.overlong_penalty)
             scores = scores + per_term["overlong"]
+        return self.grouped(prompt_ids, generated, responses, scores, per_term)
+
+    def episode_groups(self, batch: list[dict], prompt_ids: list[list[int]], episodes: list[Trajectory]) -> list[Group]:
+        """Episodes scored: the environment's rewards plus the reward terms on each final answer. An episode
+        that failed before its first turn trains on nothing (a placeholder sequence with an empty mask)."""
+        generated = [t.sample() for t in episodes]
+        for out in generated:
+            if not out["response_ids"]:
+                out.update(prompt_ids=out["prompt_ids"] or [self.tokenizer.pad_token_id],
+                           response_ids=[self.tokenizer.eos_token_id], logp=[float("nan")], loss_mask=[0.0])
+        scores, per_term = self.score(batch, [t.final_answer for t in episodes])
+        per_term["env"] = np.array([t.env_reward for t in episodes], dtype=np.float32)
+        return self.grouped(prompt_ids, generated, [out["response_ids"] for out in generated],
+                            scores + per_term["env"], per_term)
+
+    def grouped(self, prompt_ids, generated, responses, scores, per_term) -> list[Group]:
+        n = self.cfg.algo.n_samples
         spread = groups_with_spread(torch.tensor(scores), n).tolist()
-        parts = [slice(i * n, (i + 1) * n) for i in range(len(batch))]  # each prompt's n samples
+        parts = [slice(i * n, (i + 1) * n) for i in range(len(prompt_ids))]  # each prompt's n samples
         return [Group(prompt, generated[part], responses[part], scores[part].tolist(),
                       {name: values[part].tolist() for name, values in per_term.items()}, has_spread)
                 for prompt, part, has_spread in zip(prompt_ids, parts, spread)]
+
+    def turns(self, sampling: Sampling):
+        """Episodes' turns on the rollout engines: one sample per live episode."""
+        turn = replace(sampling, n=1)
+        return lambda prompt_ids, seed: self.generate(prompt_ids, turn, seed=seed)
 
     def generate(self, prompt_ids: list[list[int]], sampling: Sampling, seed: int = 0) -> list[dict]:
         """On shared devices vLLM is awake only while it generates."""
@@ -314,9 +358,8 @@ class RLController:
             self.roles.rollout.sleep()
         return generated
 
-    def score(self, batch: list[dict], responses: list[list[int]]):
+    def score(self, batch: list[dict], completions: list[str]):
         n = self.cfg.algo.n_samples
-        completions = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
         prompts = [row["messages"][-1]["content"] for row in batch for _ in range(n)]
         columns = {k: [row.get(k) for row in batch for _ in range(n)] for k in batch[0] if k != "messages"}
         messages = [row["messages"] for row in batch for _ in range(n)]
@@ -325,6 +368,8 @@ class RLController:
                              call=f"scoring {len(prompts)} samples")
 
     def evaluate(self, step: int) -> tuple[dict[str, float], list[dict]]:
+        if self.episodes is not None:
+            return self.held_out.episodes(self.episodes, self.turns(self.greedy))
         return self.held_out(lambda prompts: [s["response_ids"] for s in self.generate(prompts, self.greedy)])
 
 
@@ -344,6 +389,24 @@ def sampler_logp(generated: dict, response_ids: list[int]) -> list[float]:
     which the importance weights treat as on-policy."""
     logp = generated.get("logp") or []
     return list(logp) if len(logp) == len(response_ids) else [float("nan")] * len(response_ids)
+
+
+CLIPPED = ("length", "max_turns", "max_total_tokens")  # a response or episode that ran out of room
+
+
+def model_tokens(generated: dict) -> int:
+    """Tokens the model sampled (an episode's observations are not)."""
+    mask = generated.get("loss_mask")
+    return int(sum(mask)) if mask is not None and generated.get("error") is None else len(generated["response_ids"])
+
+
+def rewards_before_last_turn(generated: list[dict], shape) -> torch.Tensor:
+    """[N, T] episodes' rewards of every turn but the last, at the turn's last token."""
+    placed = torch.zeros(shape, dtype=torch.float32)
+    for row, out in enumerate(generated):
+        for end, reward in zip(out.get("turn_ends", [])[:-1], out.get("turn_rewards", [])[:-1]):
+            placed[row, end] = reward
+    return placed
 
 
 def batch_from_dict(saved: dict) -> Batch:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from actors.cluster import check_capacity, connect, resolve_device
 from rlsys.data.job_data import pretrain_blocks, sft_examples
+from rlsys.envs import loading
 from rlsys.errors import DataError
 from rlsys.models.builders import load_tokenizer
 from rlsys.trainers.common import Checkpoints, base_model_path, engine_settings, prepare_output_dir, start_train_group
@@ -51,6 +52,13 @@ class SupervisedController:
                             f"trainer.batch_size={cfg.trainer.batch_size}.")
         # pretraining's base model has no chat template to pose questions with
         self.held_out = HeldOut(cfg, self.tokenizer) if self.tokenizer.chat_template else None
+        # tool SFT is evaluated as it will be used: in episodes against the environment
+        self.episodes = None
+        if cfg.job == "sft" and loading.enabled(cfg) and self.held_out:
+            from rlsys.models.builders import end_of_turn_ids
+            from rlsys.envs.episodes import episode_runner
+
+            self.episodes = episode_runner(cfg, self.tokenizer, self.model_path, end_of_turn_ids(self.tokenizer))
         self.policy = None
 
     def start(self) -> None:
@@ -59,11 +67,15 @@ class SupervisedController:
         check_capacity(self.device, ranks.num_ranks * ranks.gpus_per_rank)
         self.policy = start_train_group("policy", cfg, self.model_path, self.device, trainable=True,
                                         engine=engine_settings(cfg))
+        if self.episodes is not None:
+            self.episodes.start(cfg.env.num_workers, cfg.env.cpus_per_worker)
 
     def stop(self) -> None:
         if self.policy is not None:
             self.policy.kill()
             self.policy = None
+        if self.episodes is not None:
+            self.episodes.stop()
 
     def restore(self, folder: Path) -> int:
         return Checkpoints.load(folder, {"policy": self.policy})["step"]
@@ -81,7 +93,11 @@ class SupervisedController:
         if not self.held_out:
             return {}, []
         max_new = self.cfg.rollout.max_new_tokens
-        return self.held_out(lambda prompts: self.policy.generate({"prompt_ids": prompts}, max_new)["response_ids"])
+        greedy = lambda prompts: self.policy.generate({"prompt_ids": prompts}, max_new)["response_ids"]
+        if self.episodes is not None:
+            return self.held_out.episodes(self.episodes, lambda prompts, seed: [{"response_ids": ids}
+                                                                                for ids in greedy(prompts)])
+        return self.held_out(greedy)
 
     def save(self, checkpoints: Checkpoints, step: int) -> None:
         checkpoints.save(step, {"policy": self.policy}, {"job": self.cfg.job})
