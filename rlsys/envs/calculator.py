@@ -1,5 +1,6 @@
-"""`env=calculator`: arithmetic too hard to do in the head (3-digit operands, multiplication) and a
-calculator tool. The job's reward terms (answer_match on the `answer` column) score the final answer.
+"""`env=calculator`: arithmetic too hard to do in the head (2-digit multiplication for the tiny model) and a
+calculator tool. The job's reward terms (answer_match on the `answer` column) score the final answer;
+`env.kwargs.call_reward` adds a per-turn reward for the first call whose result is the row's answer.
 
 The same problems give SFT demonstrations of the tool (`demonstration`): the question, a call with the
 question's expression, the tool's result and the answer, so `rlsys sft env=calculator` teaches the format.
@@ -34,7 +35,7 @@ def calculator(expression: str) -> str:
     """Evaluate an arithmetic expression.
 
     Args:
-        expression: e.g. 347 * 862
+        expression: numbers and + - * / ( ), as in the question
     """
     value = evaluate(ast.parse(expression.strip(), mode="eval").body)
     return str(int(value)) if float(value).is_integer() else f"{value:.6g}"
@@ -46,6 +47,17 @@ def tool_call(name: str, **arguments) -> dict:
 
 class CalculatorEnv(ToolEnvironment):
     functions = [calculator]
+
+    def __init__(self, call_reward: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.call_reward, self.rewarded = call_reward, False
+
+    def step(self, message: dict):
+        result = super().step(message)
+        right = any(m["content"] == str(self.row.get("answer")) for m in result.observations)
+        if right and not self.rewarded:  # progress the final answer still has to use
+            self.rewarded, result.reward = True, result.reward + self.call_reward
+        return result
 
     @staticmethod
     def demonstration(row: dict) -> list[dict]:

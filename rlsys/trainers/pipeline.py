@@ -22,9 +22,10 @@ from rlsys.config.validate import to_typed
 PLANS = {rl: [("pretrain", None), ("sft", "pretrain"), (rl, "sft")] for rl in ("grpo", "ppo", "dpo")}
 PLANS["rm+ppo"] = [("pretrain", None), ("sft", "pretrain"), ("rm", "sft"), ("ppo", "sft")]
 PLANS["agent"] = [("pretrain", None), ("sft", "pretrain"), ("grpo", "sft")]
-# The agent plan's stages on 2 CPU cores; the env preset sets the task, lengths and tokenizer.
-AGENT_STAGES = {"pretrain": [], "sft": [],
-                "grpo": ["trainer.batch_size=16", "trainer.max_steps=200", "trainer.eval_every=50"]}
+# The agent plan's stages on 2 CPU cores (the env preset sets the task, lengths and tokenizer): SFT stops while
+# the tool's use is half learned (40 steps: about a third right), so multi-turn GRPO has something to teach.
+AGENT_STAGES = {"pretrain": [], "sft": ["trainer.max_steps=40"],
+                "grpo": ["trainer.batch_size=16", "trainer.max_steps=150", "trainer.eval_every=50"]}
 
 
 def final_checkpoint(cfg, stage: str) -> Path:
