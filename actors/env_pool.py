@@ -34,8 +34,7 @@ class UserCall:
 
     def run(self) -> None:
         try:
-            value = self.function()
-            self.value = asyncio.run(_awaited(value)) if inspect.isawaitable(value) else value
+            self.value = self.function()
         except BaseException as err:  # noqa: BLE001 - reported as the episode's error
             self.error = f"{type(err).__name__}: {err}"
 
@@ -44,6 +43,11 @@ class UserCall:
         if self.thread.is_alive():
             return {"error": f"did not return within env.timeout_s={timeout_s:g}s"}
         return {"error": self.error} if self.error else self.value
+
+
+def settled(value):
+    """What a user method returned, awaited on an event loop of this thread when it is `async def`."""
+    return asyncio.run(_awaited(value)) if inspect.isawaitable(value) else value
 
 
 async def _awaited(value):
@@ -68,10 +72,10 @@ class EnvWorker:
     def _reset(self, episode: int, row: dict) -> dict:
         env = self.spec.cls(**self.spec.kwargs)
         self.envs[episode] = env
-        return {"messages": check_messages(env.reset(row), "reset()")}
+        return {"messages": check_messages(settled(env.reset(row)), "reset()")}
 
     def _step(self, episode: int, message: dict) -> dict:
-        result = check_step(self.envs[episode].step(message))
+        result = check_step(settled(self.envs[episode].step(message)))
         return {"observations": result.observations, "reward": result.reward, "done": result.done,
                 "info": result.info}
 

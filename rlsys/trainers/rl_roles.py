@@ -44,7 +44,9 @@ class RLRoles:
 def rollout_spec(cfg, model_path: str, device: str, colocated: bool, max_model_len: int | None = None,
                  weight_sync: str = "object_store") -> RolloutSpec:
     r = cfg.rollout
-    max_model_len = max_model_len or max(cfg.data.max_length, cfg.env.max_total_tokens)  # episodes grow past a prompt
+    episodes = bool(cfg.env.name or cfg.env.path)  # an episode grows past its prompt
+    max_model_len = max_model_len or (max(cfg.data.max_length, cfg.env.max_total_tokens) if episodes
+                                      else cfg.data.max_length)
     return RolloutSpec(model_path=model_path, device=device, dtype=cfg.model.dtype, seed=cfg.seed,
                        max_model_len=max_model_len, tensor_parallel_size=r.tensor_parallel_size,
                        gpu_memory_utilization=r.gpu_memory_utilization if device == "cuda" else min(r.gpu_memory_utilization, 0.2),

@@ -66,9 +66,9 @@ def test_sampled_tokens_are_trained_as_sampled(ray_cluster, vllm_rollout, tokeni
     assert [t.turns for t in trajectories] == [3] * 6 and len(calls) == 3
     for t in trajectories:
         runs = mask_runs(t.loss_mask)
-        assert len(runs) == 3 and len(t.turn_ends) == 3
-        for turn, (start, end, model) in enumerate(r for r in runs):
-            assert model, "the mask alternates model turn / observation, starting with the model"
+        assert [model for *_, model in runs] == [True, False, True, False, True], "turn, observation, ..."
+        assert [end - 1 for start, end, model in runs if model] == t.turn_ends
+        for turn, (start, end, _) in enumerate(mask_runs(t.loss_mask, keep=1.0)):
             prompts, outputs = calls[turn]
             sampled = outputs[prompts.index(t.prompt_ids + t.response_ids[:start])]
             assert t.response_ids[start:end] == sampled["response_ids"]
@@ -88,7 +88,7 @@ def test_sampled_tokens_are_trained_as_sampled(ray_cluster, vllm_rollout, tokeni
         assert batch["input_ids"][row, first:first + len(sequence)].tolist() == sequence
         targets = slice(first + len(t.prompt_ids) - 1, first + len(sequence) - 1)
         assert batch["response_mask"][row, targets].tolist() == t.loss_mask
-        assert batch["response_mask"][row].sum().item() == sum(t.loss_mask)
+    assert batch["response_mask"].sum().item() == sum(sum(t.loss_mask) for t in trajectories), "nothing else"
     rescored = vllm_rollout.prompt_logprobs([t.prompt_ids + t.response_ids for t in trajectories])[0]
     for t, logp in zip(trajectories, rescored):
         model = [i for i, m in enumerate(t.loss_mask) if m]

@@ -8,7 +8,8 @@ from rlsys.trainers.pipeline import PLANS, stage_config
 
 @pytest.mark.parametrize("rl, stages", [("grpo", ["pretrain", "sft", "grpo"]), ("ppo", ["pretrain", "sft", "ppo"]),
                                         ("dpo", ["pretrain", "sft", "dpo"]),
-                                        ("rm+ppo", ["pretrain", "sft", "rm", "ppo"])])
+                                        ("rm+ppo", ["pretrain", "sft", "rm", "ppo"]),
+                                        ("agent", ["pretrain", "sft", "grpo"])])
 def test_stages_of_each_plan(rl, stages):
     assert [stage for stage, _ in PLANS[rl]] == stages
 
@@ -21,3 +22,15 @@ def test_rm_then_ppo_scores_with_the_trained_reward_model(tmp_path):
     assert configs["rm"].model.path == configs["ppo"].model.path == str(tmp_path / "sft" / "checkpoints" / "final")
     assert [(t.type, t.path) for t in configs["ppo"].reward] == [("model", str(tmp_path / "rm" / "checkpoints" / "final"))]
     assert configs["ppo"].output_dir == str(tmp_path / "ppo")
+
+
+def test_agent_plan_runs_every_stage_on_the_calculator(tmp_path):
+    cfg = to_typed(compose_job("pipeline", [f"output_dir={tmp_path}", "pipeline.rl=agent",
+                                            "pipeline.stages.grpo=['trainer.max_steps=9']"]))
+    configs = {stage: stage_config(cfg, stage, parent) for stage, parent in PLANS["agent"]}
+    assert list(configs) == ["pretrain", "sft", "grpo"]
+    for stage in configs.values():
+        assert stage.env.name == "calculator" and list(stage.data.task.operations) == ["*"]
+    assert configs["sft"].trainer.max_steps == 40, "tool SFT stops with the tool half learned"
+    assert configs["grpo"].trainer.max_steps == 9, "the user's stage overrides win"
+    assert configs["grpo"].model.path == str(tmp_path / "sft" / "checkpoints" / "final")
