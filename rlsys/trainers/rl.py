@@ -31,7 +31,7 @@ from rlsys.config.validate import ConfigError
 from rlsys.data.collate import pad
 from rlsys.data.job_data import encode_prompts, prompt_rows
 from rlsys.envs import loading as envs
-from rlsys.envs.episodes import Trajectory, episode_metrics, episode_runner
+from rlsys.envs.episodes import Trajectory, episode_runner
 from rlsys.models.builders import end_of_turn_ids, load_tokenizer
 from rlsys import watchdog
 from rlsys.rewards import build_reward
@@ -42,6 +42,7 @@ from rlsys.trainers.evaluate import HeldOut, check_columns
 from rlsys.trainers.loop import run_steps
 from rlsys.trainers.reward_roles import actor_terms, judge_term, reward_specs
 from rlsys.trainers.rl_roles import RLRoles, start_roles
+from rlsys.trainers.samples import response_metrics, rewards_before_last_turn, training_samples
 from rlsys.trainers.supervised import batch_at
 
 
@@ -169,12 +170,7 @@ class RLController:
             groups, sampled = batch.groups, batch.sampled
             scores = [s for g in groups for s in g.scores]
             generated = [out for g in groups for out in g.generated]
-            samples = {"prompt_ids": [out.get("prompt_ids", g.prompt_ids) for g in groups for out in g.generated],
-                       "response_ids": [ids for g in groups for ids in g.response_ids],
-                       "behaviour_logp": [sampler_logp(out, ids) for g in groups
-                                          for out, ids in zip(g.generated, g.response_ids)]}
-            if self.episodes is not None:  # the model's tokens; the environment's are context only
-                samples["loss_mask"] = [out["loss_mask"] for out in generated]
+            samples = training_samples(groups, multi_turn=self.episodes is not None)
 
             with timed(times, "ref"):
                 samples.update(self.forward_passes(samples))
@@ -218,12 +214,8 @@ class RLController:
             **{f"rollout/{k[3:]}": v for k, v in policy_metrics.items() if k.startswith("is/")},
             "rollout/staleness_mean": staleness, "rollout/staleness_max": staleness,
             **{f"critic/{k}": v for k, v in critic_metrics.items()},
-            "response/length_mean": float(np.mean([model_tokens(out) for out in generated])),
-            "response/clipped_frac": float(np.mean([out["finish_reason"] in CLIPPED for out in generated])),
-            **(episode_metrics(generated) | {"env/episode_reward": float(np.mean(all_scores))}
-               if self.episodes is not None else {}),
-            **times, "perf/gen_tokens_per_s": sum(model_tokens(out) for out in generated)
-                                              / max(times["perf/gen_s"], 1e-9),
+            **response_metrics(generated, all_scores, times["perf/gen_s"], multi_turn=self.episodes is not None),
+            **times,
             "perf/sample_rounds": float(len(sampled) // cfg.trainer.batch_size),
             "perf/sync_mb": sync["sync_mb"], "perf/sync_buckets": sync["sync_buckets"],
         }
@@ -382,31 +374,6 @@ class Group:
     scores: list[float]
     per_term: dict[str, list[float]]
     has_spread: bool  # not all samples scored the same
-
-
-def sampler_logp(generated: dict, response_ids: list[int]) -> list[float]:
-    """The sampler's logprob of each trained token; NaN where it has none (an empty response stands in as EOS),
-    which the importance weights treat as on-policy."""
-    logp = generated.get("logp") or []
-    return list(logp) if len(logp) == len(response_ids) else [float("nan")] * len(response_ids)
-
-
-CLIPPED = ("length", "max_turns", "max_total_tokens")  # a response or episode that ran out of room
-
-
-def model_tokens(generated: dict) -> int:
-    """Tokens the model sampled (an episode's observations are not)."""
-    mask = generated.get("loss_mask")
-    return int(sum(mask)) if mask is not None and generated.get("error") is None else len(generated["response_ids"])
-
-
-def rewards_before_last_turn(generated: list[dict], shape) -> torch.Tensor:
-    """[N, T] episodes' rewards of every turn but the last, at the turn's last token."""
-    placed = torch.zeros(shape, dtype=torch.float32)
-    for row, out in enumerate(generated):
-        for end, reward in zip(out.get("turn_ends", [])[:-1], out.get("turn_rewards", [])[:-1]):
-            placed[row, end] = reward
-    return placed
 
 
 def batch_from_dict(saved: dict) -> Batch:

@@ -60,6 +60,23 @@ def run_job(job: str, output_dir, *overrides: str) -> list[dict]:
     return read_metrics(str(output_dir))
 
 
+def in_background(job) -> tuple:
+    """job() on a thread of its own: (the thread, a dict that gets its "metrics" or its "error")."""
+    import threading
+
+    result: dict = {}
+
+    def run() -> None:
+        try:
+            result["metrics"] = job()
+        except BaseException as err:  # noqa: BLE001 - handed to the test thread
+            result["error"] = err
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    return worker, result
+
+
 def last(metrics: list[dict], key: str) -> float:
     return [m[key] for m in metrics if m.get(key) is not None][-1]
 

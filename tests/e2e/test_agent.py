@@ -5,13 +5,12 @@ import json
 import math
 import os
 import signal
-import threading
 from pathlib import Path
 
 import pytest
 
 from rlsys.envs.episodes import EnvironmentFailed
-from tests.e2e.conftest import run_job
+from tests.e2e.conftest import in_background, run_job
 from tests.e2e.test_fault_tolerance import as_crashed_after_step_5, wait_for_step
 
 pytestmark = pytest.mark.e2e
@@ -62,16 +61,8 @@ def test_multi_turn_resume_auto_is_exact(sft_model, uninterrupted, tmp_path):
 
 
 def test_multi_turn_survives_a_killed_rollout_engine(sft_model, uninterrupted, tmp_path):
-    out, result = tmp_path / "retry", {}
-
-    def run() -> None:
-        try:
-            result["metrics"] = retry_grpo(sft_model, out, "fault_tolerance.max_restarts=1")
-        except BaseException as err:  # noqa: BLE001 - handed to the test thread
-            result["error"] = err
-
-    worker = threading.Thread(target=run)
-    worker.start()
+    out = tmp_path / "retry"
+    worker, result = in_background(lambda: retry_grpo(sft_model, out, "fault_tolerance.max_restarts=1"))
     wait_for_step(out, 3)
     os.kill(json.loads((out / "placement.json").read_text())["rollout"][0]["pid"], signal.SIGKILL)
     worker.join(timeout=900)

@@ -6,12 +6,11 @@ function that never returns ends the run with the watchdog's message instead of 
 import json
 import os
 import signal
-import threading
 
 import pytest
 
 from rlsys.watchdog import Stalled
-from tests.e2e.conftest import run_job
+from tests.e2e.conftest import in_background, run_job
 from tests.e2e.test_fault_tolerance import as_crashed_after_step_5, wait_for_step
 
 pytestmark = pytest.mark.e2e
@@ -62,16 +61,7 @@ def test_async_resume_auto_is_exact(pretrained, uninterrupted, tmp_path):
 
 def test_async_survives_a_killed_rollout_engine_and_policy_rank(pretrained, uninterrupted, tmp_path):
     out = tmp_path / "grpo"
-    result: dict = {}
-
-    def run() -> None:
-        try:
-            result["metrics"] = grpo_async(pretrained, out, "fault_tolerance.max_restarts=2")
-        except BaseException as err:  # noqa: BLE001 - handed to the test thread
-            result["error"] = err
-
-    worker = threading.Thread(target=run)
-    worker.start()
+    worker, result = in_background(lambda: grpo_async(pretrained, out, "fault_tolerance.max_restarts=2"))
     for step, role in [(3, "rollout"), (5, "policy")]:
         wait_for_step(out, step)
         os.kill(json.loads((out / "placement.json").read_text())[role][-1]["pid"], signal.SIGKILL)
