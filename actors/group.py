@@ -2,7 +2,7 @@
 
 A worker method declares how a call on the group reaches its ranks (`@dispatch(...)`), so worker code
 reads as single-process code and controller code as one call:
-    ALL      every rank gets the same arguments; the list of results comes back
+    ALL      every rank gets the same arguments; the list of results comes back (or what `gather` makes of it)
     SPLIT    the first argument (a dict of equal-length lists: one entry per sample) is planned into
              micro-batches by tokens, the same number on every rank; each rank gets its list of micro-batches.
              Per-sample results (dicts of lists) come back in batch order; `gather` may combine them otherwise
@@ -150,7 +150,7 @@ class ActorGroup:
         names = dict(role=self.name, call=f"{method}()", deadline=function.deadline)
         if mode != SPLIT:
             refs = self.call_async(method, *args, **kwargs)
-            return Pending(refs, (lambda results: results[0]) if mode == RANK0 else list, **names)
+            return Pending(refs, function.gather or ((lambda results: results[0]) if mode == RANK0 else list), **names)
         batch = function.prepare(args[0], *args[1:], **kwargs) if function.prepare else args[0]
         plan = plan_micro_batches(sample_lengths(batch), self.world_size, self.max_tokens)
         refs = [getattr(actor, method).remote([select(batch, micro) for micro in rank], *args[1:], **kwargs)

@@ -48,7 +48,9 @@ class TrainWorker:
     def __init__(self, spec: WorkerSpec):
         self.spec = spec
         self.rank = 0
+        self.world_size = 1
         self.engine = None
+        self.stream = None  # rlsys.data.stream.RankStream: this rank's own training data (streaming jobs)
         self.weight_senders: dict = {}  # (WeightSync, engines) -> its sender
 
     def node_address(self) -> tuple[str, int]:
@@ -62,7 +64,7 @@ class TrainWorker:
     def setup(self, rank: int, world_size: int, master_addr: str, master_port: int) -> None:
         """Join the group's torch.distributed world and build the model inside the engine."""
         spec = self.spec
-        self.rank = rank
+        self.rank, self.world_size = rank, world_size
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(rank),
                           WORLD_SIZE=str(world_size), LOCAL_RANK="0")
         if spec.device == "cpu":
@@ -134,6 +136,64 @@ class TrainWorker:
         loss_fn = OBJECTIVES[objective]
         chunks = [self._tensors(mb)[0] for mb in micro_batches]
         return self.engine.train_step(chunks, lambda model, mb: loss_fn(model, mb, hparams))
+
+    # ---- streamed data ---------------------------------------------------------------------------------
+    @dispatch(ALL)
+    def open_stream(self, plan) -> None:
+        """Read training data on this rank (rlsys/data/stream.py): its share of every source, from the start or
+        from the position a loaded checkpoint recorded."""
+        from rlsys.data.stream import RankStream
+
+        self.stream = RankStream(plan, self.rank, self.world_size)
+
+    @dispatch(ALL, gather=add_shares, deadline="train_s")
+    def train_stream(self, count: int, step: int) -> dict[str, float]:
+        """One optimizer step on this rank's next `count` sequences; this rank's metric shares, the tokens each
+        source gave (`tokens/<source>`) and has given since the run began (`seen/<source>`)."""
+        from rlsys.data.stream import DataExhausted
+        from rlsys.engine.batch import loss_tokens, plan_micro_batches, sample_lengths, select
+        from rlsys.engine.objectives import OBJECTIVES
+
+        try:
+            batch, tokens = self.stream.take(count)
+        except DataExhausted:
+            self._all_ranks([1.0, 0.0, 0.0])  # the other ranks learn it in the same collective, and stop too
+            raise
+        plan = plan_micro_batches(sample_lengths(batch), 1, self.spec.engine["max_tokens_per_micro_batch"])[0]
+        everyone = self._all_ranks([0.0, float(sum(loss_tokens(batch))), float(len(plan))])
+        if any(ran_out for ran_out, _, _ in everyone):
+            raise DataExhausted(f"the data ran out on another rank at step {step}: its sources finished their "
+                                "epochs. Raise the sources' epochs or lower trainer.max_steps.")
+        if self.stream.plan.trace_dir:
+            self._trace(step, batch)
+        # loss weights make the sum over all ranks the mean over all their tokens; every rank runs as many
+        # micro-batches as the busiest one (ZeRO-3 collectives)
+        total, most = sum(t for _, t, _ in everyone), int(max(n for _, _, n in everyone))
+        weighted = {**batch, "loss_weight": [1.0 / max(1.0, total)] * len(batch["input_ids"])}
+        micro_batches = [select(weighted, micro) for micro in plan] + [select(weighted, [])] * (most - len(plan))
+        chunks = [self._tensors(mb)[0] for mb in micro_batches]
+        metrics = self.engine.train_step(chunks, lambda model, mb: OBJECTIVES["lm"](model, mb, {}))
+        seen = {name: float(p["tokens"]) for name, p in self.stream.position().items()}
+        return {**metrics, **{f"tokens/{name}": float(n) for name, n in tokens.items()},
+                **{f"seen/{name}": n for name, n in seen.items()}}
+
+    def _all_ranks(self, values: list[float]) -> list[list[float]]:
+        """Every rank's `values` (a small all-gather over the group's process group)."""
+        import torch.distributed as dist
+
+        mine = torch.tensor(values, dtype=torch.float64)
+        everyone = [torch.zeros_like(mine) for _ in range(self.world_size)]
+        dist.all_gather(everyone, mine)
+        return [t.tolist() for t in everyone]
+
+    def _trace(self, step: int, batch: dict[str, list]) -> None:
+        """A checksum of every sequence this rank trains on (data.stream.trace): token streams compared."""
+        import json
+        import zlib
+
+        sums = [zlib.crc32(np.asarray(ids, dtype=np.int32).tobytes()) for ids in batch["input_ids"]]
+        with open(Path(self.stream.plan.trace_dir) / f"rank{self.rank}.jsonl", "a") as handle:
+            handle.write(json.dumps({"step": step, "sequences": sums}) + "\n")
 
     # ---- inference --------------------------------------------------------------------------------------
     def _forward_each(self, micro_batches: list[dict[str, list]], compute, to_tensors=None) -> list:
@@ -223,10 +283,16 @@ class TrainWorker:
 
     @dispatch(ALL, deadline="train_s")
     def save_checkpoint(self, folder: str) -> None:
-        """Model, optimizer and scheduler (DeepSpeed, sharded per rank) and this rank's RNG states."""
+        """Model, optimizer and scheduler (DeepSpeed, sharded per rank), this rank's RNG states and, when it streams
+        its data, its position in every source."""
+        import json
+
         self.engine.save_checkpoint(folder)
         torch.save({"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
                    Path(folder) / f"rng_rank{self.rank}.pt")
+        if self.stream is not None:
+            position = {"world_size": self.world_size, "sources": self.stream.position()}
+            (Path(folder) / f"data_rank{self.rank}.json").write_text(json.dumps(position))
 
     @dispatch(ALL, deadline="train_s")
     def load_checkpoint(self, folder: str) -> None:
@@ -235,3 +301,20 @@ class TrainWorker:
         random.setstate(rng["python"])
         np.random.set_state(rng["numpy"])
         torch.set_rng_state(rng["torch"])
+        if self.stream is not None:
+            self._restore_stream(Path(folder) / f"data_rank{self.rank}.json")
+
+    def _restore_stream(self, path: Path) -> None:
+        import json
+
+        from rlsys.data.stream import RankStream
+        from rlsys.errors import DataError
+
+        if not path.exists():
+            raise DataError(f"checkpoint {path.parent.parent.name} holds no data position for rank {self.rank} (it was "
+                            "not written by a streaming run). Resume it with data.streaming=false.")
+        saved = json.loads(path.read_text())
+        if saved["world_size"] != self.world_size:
+            raise DataError(f"checkpoint {path.parent.parent.name} streamed data on {saved['world_size']} ranks; "
+                            f"resume it on as many (cluster.policy.num_ranks={saved['world_size']}).")
+        self.stream = RankStream(self.stream.plan, self.rank, self.world_size, saved["sources"])

@@ -53,8 +53,32 @@ class TaskConfig:
 
 
 @dataclass
+class MixtureSource:
+    """One source of a streamed mixture (data.mixture): a file, a folder of shards or hf:NAME, and its share."""
+    path: Optional[str] = None
+    name: Optional[str] = None  # in metrics (data/<name>_share) and checkpoints; default: the path's last part
+    weight: float = 1.0  # its share of the tokens, relative to the other sources' weights
+    epochs: Optional[int] = None  # passes over it at most; None: as many as the run needs
+    columns: Dict[str, str] = field(default_factory=dict)  # over data.columns, for this source only
+
+
+@dataclass
+class StreamConfig:
+    """Streaming input (pretrain, SFT): pieces of the sources are read and tokenised by Ray Data tasks on each rank."""
+    piece_mb: float = 16.0  # jsonl files are read in byte ranges of about this size (parquet: row groups)
+    num_workers: int = 2  # tokenising tasks in flight per source and rank
+    cpus_per_worker: float = 0.5  # logical CPUs each task asks Ray for
+    prefetch_pieces: int = 2  # pieces tokenised ahead of the one being read
+    trace: bool = False  # each rank writes a checksum of every sequence it trains on to output_dir/data_trace/
+
+
+@dataclass
 class DataConfig:
     train: Optional[str] = None  # jsonl / json / parquet file or folder, or hf:<dataset name>; None: embedded task
+    # pretrain / sft: auto streams data.mixture, and data.train when its files hold more than 256 MB; true / false
+    streaming: Any = "auto"
+    mixture: List[MixtureSource] = field(default_factory=list)  # weighted sources, streamed (instead of data.train)
+    stream: StreamConfig = field(default_factory=StreamConfig)
     eval: Optional[str] = None  # held-out prompts with answers; None: the embedded held-out split
     split: str = "train"
     # rlsys name -> your column name, e.g. data.columns.messages=conversation

@@ -139,6 +139,25 @@ def _require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def check_streaming(cfg: DictConfig) -> None:
+    d, s = cfg.data, cfg.data.stream
+    _require(d.streaming in ("auto", True, False), f"data.streaming is {d.streaming!r}; allowed: auto, true, false.")
+    _require(s.piece_mb > 0 and s.num_workers >= 1 and s.cpus_per_worker >= 0 and s.prefetch_pieces >= 1,
+             f"data.stream: piece_mb must be positive, num_workers and prefetch_pieces at least 1 and cpus_per_worker "
+             f"zero or more; got {s.piece_mb}, {s.num_workers}, {s.prefetch_pieces}, {s.cpus_per_worker}.")
+    if not (d.mixture or d.streaming is True):
+        return
+    _require(cfg.job in ("pretrain", "sft"), f"data.mixture and data.streaming=true are for pretrain and "
+                                                         f"sft; `rlsys {cfg.job}` reads its data whole.")
+    _require(not (d.mixture and d.train), "set data.mixture or data.train, not both (a one-source mixture is "
+                                          "data.mixture=[{path: PATH}]).")
+    for number, source in enumerate(d.mixture):
+        _require(bool(source.path), f"data.mixture[{number}] needs a path (a file, a folder of shards or hf:NAME).")
+        _require(source.weight > 0, f"data.mixture[{number}].weight must be positive, got {source.weight}.")
+        _require(source.epochs is None or source.epochs >= 1,
+                 f"data.mixture[{number}].epochs must be at least 1 or null (as many as the run needs).")
+
+
 def check_values(cfg: DictConfig) -> None:
     """Impossible values: choices, signs, and batch shapes that cannot be split over the ranks."""
     for key, allowed in CHOICES.items():
@@ -179,6 +198,7 @@ def check_values(cfg: DictConfig) -> None:
         _require(e.max_total_tokens > cfg.rollout.max_new_tokens,
                  f"env.max_total_tokens={e.max_total_tokens} leaves no room for a turn of rollout.max_new_tokens="
                  f"{cfg.rollout.max_new_tokens} tokens after the prompt; raise it.")
+    check_streaming(cfg)
     _require(1 <= cfg.serve.port <= 65535, f"serve.port must be a TCP port, 1-65535, got {cfg.serve.port}.")
     for key, seconds in cfg.watchdog.items():
         _require(seconds >= 0, f"watchdog.{key} is a deadline in seconds (0: none), got {seconds}.")

@@ -1,6 +1,7 @@
 """The supervised controller shared by pretraining and SFT: only the data (packed text or chat) differs.
 
     each step: batch = the step's shuffled batch; metrics = policy.train(batch, "lm")
+    streamed:  every rank takes its next sequences from its own stream; metrics = policy.train_stream(n)
 """
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import time
 from pathlib import Path
 
 from actors.cluster import check_capacity, connect, resolve_device
-from rlsys.data.job_data import pretrain_blocks, sft_examples
+from rlsys.data.job_data import env_tools, pretrain_blocks, sft_examples
+from rlsys.data.stream_plan import data_cpus, stream_plan, streams
 from rlsys.envs import loading
 from rlsys.errors import DataError
 from rlsys.models.builders import load_tokenizer
@@ -30,6 +32,13 @@ def batch_at(examples: list[dict], step: int, batch_size: int, seed: int, indice
     return {key: [examples[i][key] for i in picked] for key in examples[0]}
 
 
+def mixture_shares(result: dict[str, float]) -> dict[str, float]:
+    """data/<source>_share: each source's share of all tokens trained on so far (streamed mixtures)."""
+    seen = {k.removeprefix("seen/"): v for k, v in result.items() if k.startswith("seen/")}
+    total = sum(seen.values())
+    return {f"data/{name}_share": n / total for name, n in seen.items()} if len(seen) > 1 and total else {}
+
+
 def load_examples(cfg, tokenizer) -> list[dict]:
     if cfg.job == "pretrain":
         return [{"input_ids": block, "labels": block} for block in pretrain_blocks(cfg, tokenizer)]
@@ -46,8 +55,10 @@ class SupervisedController:
         self.device = resolve_device(cfg.cluster)
         self.model_path = base_model_path(cfg)
         self.tokenizer = load_tokenizer(self.model_path)
-        self.examples = load_examples(cfg, self.tokenizer)
-        if len(self.examples) < cfg.trainer.batch_size:
+        # streamed: the ranks read their data themselves, the driver holds the plan (file names, byte ranges)
+        self.stream = stream_plan(cfg, self.model_path, env_tools(cfg)) if streams(cfg) else None
+        self.examples = None if self.stream else load_examples(cfg, self.tokenizer)
+        if self.examples is not None and len(self.examples) < cfg.trainer.batch_size:
             raise DataError(f"{len(self.examples)} training sequences are fewer than "
                             f"trainer.batch_size={cfg.trainer.batch_size}.")
         # pretraining's base model has no chat template to pose questions with
@@ -63,10 +74,12 @@ class SupervisedController:
 
     def start(self) -> None:
         cfg, ranks = self.cfg, self.cfg.cluster.policy
-        connect(cfg.cluster, cpus_needed=ranks.num_ranks * ranks.cpus_per_rank)
+        connect(cfg.cluster, cpus_needed=ranks.num_ranks * ranks.cpus_per_rank + data_cpus(cfg))
         check_capacity(self.device, ranks.num_ranks * ranks.gpus_per_rank)
         self.policy = start_train_group("policy", cfg, self.model_path, self.device, trainable=True,
                                         engine=engine_settings(cfg))
+        if self.stream:
+            self.policy.open_stream(self.stream)
         if self.episodes is not None:
             self.episodes.start(cfg.env.num_workers, cfg.env.cpus_per_worker)
 
@@ -82,12 +95,16 @@ class SupervisedController:
 
     def step(self, step: int) -> dict[str, float]:
         began = time.perf_counter()
-        batch = batch_at(self.examples, step, self.cfg.trainer.batch_size, self.cfg.seed)
-        result = self.policy.train(batch, "lm", {})
+        if self.stream:
+            result = self.policy.train_stream(self.cfg.trainer.batch_size // self.policy.world_size, step)
+            tokens = sum(v for k, v in result.items() if k.startswith("tokens/"))
+        else:
+            batch = batch_at(self.examples, step, self.cfg.trainer.batch_size, self.cfg.seed)
+            result = self.policy.train(batch, "lm", {})
+            tokens = sum(len(ids) for ids in batch["input_ids"])
         elapsed = time.perf_counter() - began
-        tokens = sum(len(ids) for ids in batch["input_ids"])
         return {"train/loss": result["loss"], "train/grad_norm": result["grad_norm"], "train/lr": result["lr"],
-                "perf/step_s": elapsed, "perf/tokens_per_s": tokens / elapsed}
+                "perf/step_s": elapsed, "perf/tokens_per_s": tokens / elapsed, **mixture_shares(result)}
 
     def evaluate(self, step: int) -> tuple[dict[str, float], list[dict]]:
         if not self.held_out:
