@@ -16,8 +16,6 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
-import numpy as np
-
 from rlsys.data.encode import FIELDS, encode_pieces
 from rlsys.data.pieces import Piece
 from rlsys.errors import DataError
@@ -41,9 +39,10 @@ class StreamPlan:
     seed: int = 0
     on_error: str = "fail"
     tools: list[dict] | None = None
-    workers: int = 2  # tokenising tasks in flight per source and rank
+    workers: int = 1  # tokenising tasks in flight per source and rank
     cpus_per_worker: float = 0.5
-    prefetch: int = 2  # pieces tokenised ahead of the one being read
+    prefetch: int = 1  # pieces tokenised ahead of the one being read
+    piece_bytes: int = 4 * 2**20
     trace_dir: str | None = None  # ranks write a checksum of every sequence they train on here
 
 
@@ -59,18 +58,28 @@ class DataExhausted(DataError):
     """Every source has finished its epochs."""
 
 
-def configure_ray_data() -> None:
-    """Results in piece order (that is what makes positions exact), no progress bars, a bad row's DataError as
+def configure_ray_data(plan: StreamPlan) -> None:
+    """Results in piece order (that is what makes positions exact), no more pieces tokenised ahead than the
+    plan asks for (Ray Data would otherwise fill the object store), no progress bars, a bad row's DataError as
     it is."""
     import ray.data
 
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
+    limits = context.execution_options.resource_limits
+    context.execution_options.resource_limits = limits.copy(object_store_memory=ahead_bytes(plan))
     context.enable_progress_bars = False
     context.print_on_execution_start = False
     context.enable_auto_log_stats = False
     context.raise_original_map_exception = True
     logging.getLogger("ray.data").setLevel(logging.ERROR)
+
+
+def ahead_bytes(plan: StreamPlan) -> int:
+    """Object-store room for the pieces being tokenised and those waiting: their int32 tokens (about 1.6 bytes a
+    byte of text in blocks; chat also has labels and positions, and json and parquet pieces can be larger)."""
+    per_piece = plan.piece_bytes * (2 if plan.mode == "text" else 6)
+    return max(64 * 2**20, (plan.workers + plan.prefetch) * per_piece)
 
 
 class SourceStream:
@@ -118,7 +127,7 @@ class SourceStream:
         if not pieces:
             return iter(())
         items = [{**piece.as_row(), "index": p.piece + i, "epoch": p.epoch} for i, piece in enumerate(pieces)]
-        configure_ray_data()
+        configure_ray_data(plan)
         dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
             encode_pieces, batch_size=1, num_cpus=plan.cpus_per_worker,
             compute=ray.data.TaskPoolStrategy(size=max(1, plan.workers)),
@@ -145,6 +154,14 @@ class SourceStream:
                             f"data.max_length={self.plan.block_tokens} tokens in a whole epoch: it holds too little "
                             "text for the ranks that share it. Lower data.max_length or cluster.policy.num_ranks, "
                             "or add data.")
+
+
+def furthest_below_weight(weights: list[float], taken: list[int], live: list[bool]) -> int | None:
+    """The live source whose tokens lag its share of all tokens taken the most (the first of equals); weights are
+    renormalised over the live sources."""
+    total, share = sum(taken), sum(w for w, ok in zip(weights, live) if ok)
+    lags = [(w / share * total - t, -i) for i, (w, t, ok) in enumerate(zip(weights, taken, live)) if ok]
+    return -max(lags)[1] if lags else None
 
 
 @dataclass
@@ -180,14 +197,9 @@ class RankStream:
         return batch, tokens
 
     def _furthest_below_weight(self) -> SourceStream | None:
-        live = [s for s in self.sources if not s.finished]
-        if not live:
-            return None
-        total = sum(s.position.tokens for s in self.sources)
-        weights = np.array([s.source.weight for s in live])
-        weights = weights / weights.sum()
-        deficits = [w * total - s.position.tokens for w, s in zip(weights, live)]
-        return live[int(np.argmax(deficits))]  # the first of equals: deterministic
+        chosen = furthest_below_weight([s.source.weight for s in self.sources],
+                                       [s.position.tokens for s in self.sources], [not s.finished for s in self.sources])
+        return None if chosen is None else self.sources[chosen]
 
     def position(self) -> dict[str, dict]:
         return {s.source.name: asdict(s.position) for s in self.sources}

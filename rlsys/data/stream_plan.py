@@ -69,7 +69,7 @@ def stream_plan(cfg, tokenizer_path: str, tools: list[dict] | None = None) -> St
         trace_dir = str((Path(cfg.output_dir) / "data_trace").resolve())
         Path(trace_dir).mkdir(parents=True, exist_ok=True)
     return StreamPlan(mode, sources, tokenizer_path, d.max_length, cfg.seed, d.on_error, tools, s.num_workers,
-                      s.cpus_per_worker, s.prefetch_pieces, trace_dir)
+                      s.cpus_per_worker, s.prefetch_pieces, piece_bytes, trace_dir)
 
 
 def _default_name(spec: str) -> str:

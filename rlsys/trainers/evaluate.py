@@ -24,7 +24,7 @@ class HeldOut:
     def __init__(self, cfg, tokenizer, reward: WeightedReward | None = None):
         self.tokenizer = tokenizer
         self.rows: list[dict] = []
-        if cfg.data.eval or not cfg.data.train:
+        if cfg.data.eval or not (cfg.data.train or cfg.data.mixture):
             self.rows = prompt_rows(cfg, "eval")[: cfg.trainer.eval_samples]
         else:
             print(f"[{cfg.job}] no data.eval: nothing is evaluated (set data.eval to held-out rows of your task)")
