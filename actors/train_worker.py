@@ -150,7 +150,7 @@ class TrainWorker:
     def train_stream(self, count: int, step: int) -> dict[str, float]:
         """One optimizer step on this rank's next `count` sequences; this rank's metric shares, the tokens each
         source gave (`tokens/<source>`) and has given since the run began (`seen/<source>`)."""
-        from rlsys.data.stream import DataExhausted
+        from rlsys.errors import DataExhausted
         from rlsys.engine.batch import loss_tokens, plan_micro_batches, sample_lengths, select
         from rlsys.engine.objectives import OBJECTIVES
 
@@ -162,8 +162,8 @@ class TrainWorker:
         plan = plan_micro_batches(sample_lengths(batch), 1, self.spec.engine["max_tokens_per_micro_batch"])[0]
         everyone = self._all_ranks([0.0, float(sum(loss_tokens(batch))), float(len(plan))])
         if any(ran_out for ran_out, _, _ in everyone):
-            raise DataExhausted(f"the data ran out on another rank at step {step}: its sources finished their "
-                                "epochs. Raise the sources' epochs or lower trainer.max_steps.")
+            raise DataExhausted(f"the data ran out on another rank at step {step}: every source has been read as "
+                                "many times as its epochs allow.")
         if self.stream.plan.trace_dir:
             self._trace(step, batch)
         # loss weights make the sum over all ranks the mean over all their tokens; every rank runs as many

@@ -7,8 +7,8 @@ import sys
 
 JOBS = {
     "pipeline": "pretrain -> SFT -> GRPO (or PPO) on the embedded task; prints held-out accuracy per stage",
-    "pretrain": "next-token pretraining on packed raw text (a tiny model on the embedded corpus by default)",
-    "sft": "supervised fine-tuning on chat data, loss on assistant tokens only (optional LoRA, packing)",
+    "pretrain": "next-token pretraining on packed raw text; large sources streamed, mixed by weight (data.mixture)",
+    "sft": "supervised fine-tuning on chat data, loss on assistant tokens only (optional LoRA, packing, streaming)",
     "grpo": "GRPO: vLLM rollouts, group-normalised advantages, policy / reference / rollout actors",
     "ppo": "PPO: GAE with a critic, clipped policy and value losses, KL to the reference",
     "rm": "a reward model on preference pairs (Bradley-Terry); loads in AutoModelForSequenceClassification",

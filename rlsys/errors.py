@@ -9,6 +9,10 @@ class DataError(RlsysError, ValueError):
     """A data file, row or column that cannot be used."""
 
 
+class DataExhausted(DataError):
+    """Every source of a streamed job has been read as many epochs as it allows: the run ends there."""
+
+
 class ModelError(RlsysError, ValueError):
     """A model or tokenizer folder that cannot be used."""
 

@@ -18,7 +18,7 @@ from typing import Iterator
 
 from rlsys.data.encode import FIELDS, encode_pieces
 from rlsys.data.pieces import Piece
-from rlsys.errors import DataError
+from rlsys.errors import DataError, DataExhausted
 
 
 @dataclass
@@ -52,10 +52,6 @@ class SourcePosition:
     piece: int = 0  # index in the rank's pieces of this epoch
     taken: int = 0  # sequences taken from that piece
     tokens: int = 0  # tokens taken from the source in all
-
-
-class DataExhausted(DataError):
-    """Every source has finished its epochs."""
 
 
 def configure_ray_data(plan: StreamPlan) -> None:
@@ -183,9 +179,8 @@ class RankStream:
         while len(rows) < count:
             stream = self._furthest_below_weight()
             if stream is None:
-                raise DataExhausted(f"the data ran out: every source has finished its epochs "
-                                    f"({', '.join(f'{s.name}: {s.epochs}' for s in self.plan.sources)}). Raise "
-                                    "the sources' epochs or lower trainer.max_steps.")
+                raise DataExhausted(f"the data ran out: every source has been read as many times as its epochs "
+                                    f"allow ({', '.join(f'{s.name}: {s.epochs}' for s in self.plan.sources)}).")
             row = stream.next()
             if row is None:
                 continue

@@ -5,7 +5,7 @@ evaluate(n) -> metrics, save(checkpoints, n) and finish() (the final Hugging Fac
 When an actor dies (killed, out of memory, node lost) or a call outlives its watchdog deadline, the actors are
 started again, the latest checkpoint is loaded and the run goes on from there, up to
 `fault_tolerance.max_restarts` times; metrics.jsonl is rewound to the checkpoint so no step is missing or
-repeated.
+repeated. A streamed job whose sources have all been read as many epochs as they allow ends early, finished.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Protocol
 
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
-from rlsys.errors import EvaluationError
+from rlsys.errors import DataExhausted, EvaluationError
 from rlsys.logging import MetricsLogger
 from rlsys.trainers.common import Checkpoints
 from rlsys import watchdog
@@ -71,7 +71,13 @@ def run_steps(controller: Controller, cfg, title: str) -> dict[str, float]:
                 if start == 0 and t.eval_every:
                     logger.log(0, evaluate(0))
                 for step in range(start + 1, t.max_steps + 1):
-                    metrics = controller.step(step)
+                    try:
+                        metrics = controller.step(step)
+                    except DataExhausted as err:  # sources with a number of epochs, all read: the run ends here
+                        controller.finish()
+                        print(f"[{title}] {str(err).splitlines()[0]} The run ends after step {step - 1}; the model "
+                              f"is in {Path(cfg.output_dir) / 'checkpoints' / 'final'}.", flush=True)
+                        return metrics
                     if restarts:
                         metrics["fault/restarts"] = float(restarts)
                     if step == t.max_steps:  # the trained model is safe before the last evaluation can fail

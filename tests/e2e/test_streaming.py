@@ -123,3 +123,13 @@ def test_malformed_row_deep_in_a_shard_is_one_clear_error(ray_cluster, tiny_mode
                 "fault_tolerance.max_restarts=0")
     message = user_message(failure.value)
     assert message and "is not a valid JSON object" in message and "bad.jsonl" in message, message
+
+
+def test_sources_read_their_epochs_then_the_run_ends_finished(ray_cluster, tiny_model, sources, tmp_path):
+    """arith once, words twice: past that the run stops early with its final checkpoint, not an error."""
+    metrics = pretrain(tiny_model, sources, tmp_path, "trainer.max_steps=100000", "cluster.policy.num_ranks=1",
+                       "data.stream.trace=false", "data.max_length=128", "trainer.batch_size=32",
+                       f"data.mixture=[{{path: {sources / 'arith.jsonl'}, epochs: 1}}, "
+                       f"{{path: {sources / 'words'}, epochs: 2, columns: {{text: body}}}}]")
+    assert 5 < len(metrics) < 1000
+    assert (tmp_path / "checkpoints" / "final" / "model.safetensors").exists()

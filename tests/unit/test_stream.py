@@ -163,3 +163,15 @@ def test_bad_sources_are_named_before_actors_start(tmp_path, tokenizer_dir):
     for overrides, message in cases:
         with pytest.raises(DataError, match=message):
             stream_plan(job(f"output_dir={tmp_path}", *overrides), tokenizer_dir)
+
+
+def test_hf_sources_are_cut_into_their_shards(tmp_path):
+    """hf:NAME goes through `datasets` streaming; a local folder stands in for a hub dataset here."""
+    folder = tmp_path / "dataset"
+    folder.mkdir()
+    for shard in range(3):
+        write_jsonl(folder / f"train-{shard}.jsonl", [{"text": f"doc {shard}-{i}"} for i in range(4)])
+    pieces = plan_pieces(f"hf:{folder}", 1 << 20)
+    assert [(p.kind, p.start, p.end) for p in pieces] == [("hf", 0, 3), ("hf", 1, 3), ("hf", 2, 3)]
+    read = sorted(r["text"] for p in pieces for r in read_piece(p, COLUMNS))
+    assert read == sorted(f"doc {s}-{i}" for s in range(3) for i in range(4))
