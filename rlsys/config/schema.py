@@ -65,7 +65,7 @@ class MixtureSource:
 @dataclass
 class StreamConfig:
     """Streaming input (pretrain, SFT): pieces of the sources are read and tokenised by Ray Data tasks on each rank."""
-    piece_mb: float = 4.0  # jsonl files are read in byte ranges of about this size (parquet: row groups)
+    piece_mb: float = 1.0  # jsonl files are read in byte ranges of about this size (parquet: row groups)
     num_workers: int = 1  # tokenising tasks in flight per source and rank (raise it for fast GPUs, small models)
     cpus_per_worker: float = 0.5  # logical CPUs each task asks Ray for
     prefetch_pieces: int = 1  # pieces tokenised ahead of the one being read

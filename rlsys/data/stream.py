@@ -42,7 +42,7 @@ class StreamPlan:
     workers: int = 1  # tokenising tasks in flight per source and rank
     cpus_per_worker: float = 0.5
     prefetch: int = 1  # pieces tokenised ahead of the one being read
-    piece_bytes: int = 4 * 2**20
+    piece_bytes: int = 2**20
     trace_dir: str | None = None  # ranks write a checksum of every sequence they train on here
 
 
