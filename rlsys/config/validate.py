@@ -147,8 +147,8 @@ def check_streaming(cfg: DictConfig) -> None:
              f"zero or more; got {s.piece_mb}, {s.num_workers}, {s.prefetch_pieces}, {s.cpus_per_worker}.")
     if not (d.mixture or d.streaming is True):
         return
-    _require(cfg.job in ("pretrain", "sft"), f"data.mixture and data.streaming=true are for pretrain and "
-                                                         f"sft; `rlsys {cfg.job}` reads its data whole.")
+    _require(cfg.job in ("pretrain", "sft"),
+             f"data.mixture and data.streaming=true are for pretrain and sft; `rlsys {cfg.job}` reads its data whole.")
     _require(not (d.mixture and d.train), "set data.mixture or data.train, not both (a one-source mixture is "
                                           "data.mixture=[{path: PATH}]).")
     for number, source in enumerate(d.mixture):
