@@ -45,6 +45,10 @@ class StreamPlan:
     piece_bytes: int = 2**20
     trace_dir: str | None = None  # ranks write a checksum of every sequence they train on here
 
+    def cpus_per_rank(self) -> float:
+        """Logical CPUs a rank's tokenising tasks ask Ray for (a local cluster is sized to include them)."""
+        return len(self.sources) * self.workers * self.cpus_per_worker
+
 
 @dataclass
 class SourcePosition:

@@ -85,11 +85,3 @@ def _check_columns(row: dict, mode: str, where: str, spec: str) -> None:
     if mode == "chat" and row.get("messages") is None and row.get("prompt") is None:
         raise DataError(f"{where}: the rows of '{spec}' have neither 'messages' nor 'prompt' (columns: {columns}). "
                         "Map yours with data.columns.messages=YOUR_COLUMN or data.columns.prompt=YOUR_COLUMN.")
-
-
-def data_cpus(cfg) -> float:
-    """Logical CPUs the ranks' tokenising tasks ask Ray for (the local cluster is sized to include them)."""
-    if not streams(cfg):
-        return 0.0
-    s = cfg.data.stream
-    return cfg.cluster.policy.num_ranks * max(1, len(cfg.data.mixture)) * s.num_workers * s.cpus_per_worker

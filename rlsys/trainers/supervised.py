@@ -11,7 +11,7 @@ from pathlib import Path
 
 from actors.cluster import check_capacity, connect, resolve_device
 from rlsys.data.job_data import env_tools, pretrain_blocks, sft_examples
-from rlsys.data.stream_plan import data_cpus, stream_plan, streams
+from rlsys.data.stream_plan import stream_plan, streams
 from rlsys.envs import loading
 from rlsys.errors import DataError
 from rlsys.models.builders import load_tokenizer
@@ -74,7 +74,8 @@ class SupervisedController:
 
     def start(self) -> None:
         cfg, ranks = self.cfg, self.cfg.cluster.policy
-        connect(cfg.cluster, cpus_needed=ranks.num_ranks * ranks.cpus_per_rank + data_cpus(cfg))
+        data_cpus = self.stream.cpus_per_rank() if self.stream else 0.0
+        connect(cfg.cluster, cpus_needed=ranks.num_ranks * (ranks.cpus_per_rank + data_cpus))
         check_capacity(self.device, ranks.num_ranks * ranks.gpus_per_rank)
         self.policy = start_train_group("policy", cfg, self.model_path, self.device, trainable=True,
                                         engine=engine_settings(cfg))
