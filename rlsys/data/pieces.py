@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from rlsys.data.sources import jsonl_row
 from rlsys.errors import DataError
 
 SUFFIXES = (".jsonl", ".json", ".parquet")
@@ -117,18 +118,9 @@ def _jsonl_rows(piece: Piece, on_error: str) -> Iterator[dict[str, Any]]:
             raw = handle.readline()
             if not raw:
                 break
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw.decode("utf-8"))
-                if not isinstance(row, dict):
-                    raise ValueError(f"expected a JSON object, got {type(row).__name__}")
-            except (UnicodeDecodeError, ValueError) as err:
-                if on_error == "skip":
-                    continue
-                raise DataError(f"the line at byte {offset} of {piece.location} is not a valid JSON object ({err}). "
-                                "Fix the line, or set data.on_error=skip to skip malformed rows.") from None
-            yield row
+            row = jsonl_row(raw, f"the line at byte {offset} of {piece.location}", on_error)
+            if row is not None:
+                yield row
 
 
 def first_row(spec: str, columns: Mapping[str, str], split: str = "train") -> dict[str, Any]:

@@ -21,23 +21,32 @@ class LoadedRows:
     source: str = ""
 
 
+def jsonl_row(raw: bytes, where: str, on_error: str) -> dict[str, Any] | None:
+    """One jsonl line as a row; None for a blank line, or a malformed one with data.on_error=skip. `where` names
+    the line in the error (e.g. "line 7 of data/train.jsonl")."""
+    if not raw.strip():
+        return None
+    try:
+        row = json.loads(raw.decode("utf-8"))
+        if not isinstance(row, dict):
+            raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+    except (UnicodeDecodeError, ValueError) as err:
+        if on_error == "skip":
+            return None
+        raise DataError(f"{where} is not a valid JSON object ({err}). Fix the line, or set data.on_error=skip to "
+                        "skip malformed rows.") from None
+    return row
+
+
 def _read_jsonl(path: Path, on_error: str) -> LoadedRows:
     rows, skipped = [], 0
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw.decode("utf-8"))
-                if not isinstance(row, dict):
-                    raise ValueError(f"expected a JSON object, got {type(row).__name__}")
-            except (UnicodeDecodeError, ValueError) as err:
-                if on_error == "skip":
-                    skipped += 1
-                    continue
-                raise DataError(f"line {number} of {path} is not a valid JSON object ({err}). Fix the line, "
-                                "or set data.on_error=skip to skip malformed rows.") from None
-            rows.append(row)
+            row = jsonl_row(raw, f"line {number} of {path}", on_error)
+            if row is not None:
+                rows.append(row)
+            elif raw.strip():
+                skipped += 1
     return LoadedRows(rows, skipped, str(path))
 
 
