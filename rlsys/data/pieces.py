@@ -123,9 +123,8 @@ def _jsonl_rows(piece: Piece, on_error: str) -> Iterator[dict[str, Any]]:
                 yield row
 
 
-def first_row(spec: str, columns: Mapping[str, str], split: str = "train") -> dict[str, Any]:
-    """The source's first row (checked before actors start: its columns, its format)."""
-    piece = plan_pieces(spec, 1 << 20, split)[0]
-    for row in read_piece(piece, columns, on_error="fail"):
+def first_row(pieces: list[Piece], columns: Mapping[str, str]) -> dict[str, Any]:
+    """A source's first row, from its first piece (checked before actors start: its columns, its format)."""
+    for row in read_piece(pieces[0], columns, on_error="fail"):
         return row
-    raise DataError(f"the first piece of data source '{spec}' holds no rows.")
+    raise DataError(f"the first piece of data source '{pieces[0].location}' holds no rows.")

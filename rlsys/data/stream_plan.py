@@ -57,8 +57,8 @@ def stream_plan(cfg, tokenizer_path: str, tools: list[dict] | None = None) -> St
         if any(s.name == name for s in sources):
             raise DataError(f"{where}: two sources are named {name!r}; give each its own data.mixture[].name.")
         columns = {**dict(d.columns), **dict(entry.get("columns") or {})}
-        _check_columns(first_row(entry["path"], columns, d.split), mode, where, entry["path"])
         pieces = plan_pieces(entry["path"], piece_bytes, d.split, ranks)
+        _check_columns(first_row(pieces, columns), mode, where, entry["path"])
         sources.append(SourcePlan(name, float(entry.get("weight", 1.0)), pieces, columns, entry.get("epochs")))
     total = sum(s.weight for s in sources)
     for source in sources:
