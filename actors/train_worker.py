@@ -36,6 +36,7 @@ class WorkerSpec:
     gradient_checkpointing: bool = False
     attn_implementation: str | None = None
     lora: Any = None
+    reward_heads: int = 1  # a reward model trained from a causal LM: its ensemble's heads
     engine: dict = field(default_factory=dict)  # EngineSettings fields besides device, dtype, world_size
 
 
@@ -89,7 +90,7 @@ class TrainWorker:
                                      attn_implementation=spec.attn_implementation)
         elif ROLE_MODEL[spec.role] == "reward":
             model = load_reward_model(spec.model_path, dtype=dtype, pad_token_id=self.tokenizer.pad_token_id,
-                                      gradient_checkpointing=checkpointing)
+                                      gradient_checkpointing=checkpointing, heads=spec.reward_heads)
         else:
             model = load_causal_lm(spec.model_path, dtype=dtype, gradient_checkpointing=checkpointing,
                                    attn_implementation=spec.attn_implementation,
@@ -228,7 +229,8 @@ class TrainWorker:
 
     @dispatch(SPLIT)
     def scores(self, micro_batches: list[dict[str, list]]) -> dict[str, list]:
-        """A reward model's score of each sequence (prompt + response, or a preference pair's two sides)."""
+        """A reward model's scores of each sequence (prompt + response, or a preference pair's two sides): one per
+        head, so an ensemble's heads can be combined by the caller."""
         from rlsys.engine.objectives import sequence_scores
 
         compute = lambda model, tensors, rows: sequence_scores(model, tensors).tolist()[:rows]

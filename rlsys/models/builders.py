@@ -102,15 +102,20 @@ def load_value_model(path: str, *, dtype: torch.dtype, gradient_checkpointing: b
     return model
 
 
-def load_reward_model(path: str, *, dtype: torch.dtype, pad_token_id: int, gradient_checkpointing: bool = False):
-    """A reward model: a one-output head on the last token (AutoModelForSequenceClassification).
+def load_reward_model(path: str, *, dtype: torch.dtype, pad_token_id: int, gradient_checkpointing: bool = False,
+                      heads: int = 1):
+    """A reward model: `heads` outputs on the last token (AutoModelForSequenceClassification), one score per
+    head of an ensemble.
 
-    From a causal LM the head starts fresh; a trained reward model folder loads as it is.
+    From a causal LM the heads start fresh; a trained reward model folder loads as it is, with its own heads.
     """
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
     check_model_dir(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype)
+    config = AutoConfig.from_pretrained(path)
+    if any(a.endswith("ForSequenceClassification") for a in (config.architectures or [])):
+        heads = config.num_labels
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=heads, dtype=dtype)
     model.config.pad_token_id = pad_token_id  # how the head finds each sequence's last token
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
