@@ -27,7 +27,7 @@ from rlsys.algorithms.masked import (
     masked_whiten,
 )
 from rlsys.algorithms.policy import kl_loss, policy_loss, value_loss
-from rlsys.algorithms.preference import PREFERENCE_LOSSES, bradley_terry_loss, dpo_loss
+from rlsys.algorithms.preference import PREFERENCE_LOSSES, bradley_terry_loss, dpo_loss, kto_loss, orpo_loss
 from rlsys.algorithms.supervised import (
     cross_entropy_loss,
     entropy_from_logits,
@@ -53,11 +53,13 @@ __all__ = [
     "groups_with_spread",
     "kl_loss",
     "kl_penalty",
+    "kto_loss",
     "masked_mean",
     "weighted_mean",
     "masked_sum",
     "masked_var",
     "masked_whiten",
+    "orpo_loss",
     "policy_loss",
     "reinforce_plus_plus_advantages",
     "rloo_advantages",

@@ -5,7 +5,8 @@ several packed examples) or a prompt and a response (`prompt_ids`, `response_ids
 fields (`old_logp`, `ref_logp`, `behaviour_logp` from the sampler, `advantages`, `returns`, `old_values`) and,
 for multi-turn episodes, a `loss_mask` that is 1 on the model's own tokens and 0 on the environment's.
 A preference pair (`prompt_ids`, `chosen_ids`, `rejected_ids`) becomes two padded rows: all chosen rows
-first, then all rejected.
+first, then all rejected. An unpaired response with per-sample fields (`ref_total`, `desirable`: KTO) becomes
+one padded row, so a loss over whole responses can take each response's total.
 
 Sequences are packed end to end into rows with position ids that restart at every sequence, so attention
 stays inside each sequence (transformers builds the block-diagonal mask from the position ids) and no
@@ -30,7 +31,13 @@ from rlsys.algorithms.masked import AGGREGATION_MODES
 from rlsys.data.collate import IGNORE, pad
 
 TOKEN_FIELDS = ("old_logp", "ref_logp", "behaviour_logp", "advantages", "returns", "old_values")
-PAIR_FIELDS = ("ref_chosen", "ref_rejected")
+PAIR_FIELDS = ("ref_chosen", "ref_rejected", "pair_id")  # pair_id: which bootstrap draws an ensemble head takes
+ROW_FIELDS = ("ref_total", "desirable")  # one value per unpaired response
+
+
+def per_sample_loss(batch: dict) -> bool:
+    """Pairs and unpaired rows with per-sample fields: a loss (and loss weight) per sample, not per token."""
+    return "chosen_ids" in batch or any(field in batch for field in ROW_FIELDS)
 
 
 def batch_size(batch: dict[str, list]) -> int:
@@ -87,10 +94,10 @@ def loss_tokens(batch: dict[str, list]) -> list[int]:
 
 def with_loss_weights(batch: dict[str, list], objective: str, hparams: dict) -> dict[str, list]:
     """The batch plus `loss_weight`: the weight of each of a sample's loss tokens (of the sample itself for
-    preference pairs) such that the weights of the whole mini-batch sum to one, as `aggregation` says:
-    token_mean weighs every token alike, seq_mean_token_mean every sequence, seq_mean_token_sum_norm divides
-    token sums by a constant max_len."""
-    if "chosen_ids" in batch:
+    preference pairs and KTO rows) such that the weights of the whole mini-batch sum to one, as `aggregation`
+    says: token_mean weighs every token alike, seq_mean_token_mean every sequence, seq_mean_token_sum_norm
+    divides token sums by a constant max_len."""
+    if per_sample_loss(batch):
         weights = [1.0 / batch_size(batch)] * batch_size(batch)
         return {**batch, "loss_weight": weights}
     tokens = loss_tokens(batch)
@@ -157,6 +164,8 @@ def to_tensors(batch: dict[str, list], pad_id: int, row_tokens: int = 0) -> tupl
         return to_tensors(dummy_sample(batch, pad_id), pad_id)[0], Layout([], [], [], [])
     if "chosen_ids" in batch:
         return pair_tensors(batch, pad_id), Layout([], [], [], [])
+    if per_sample_loss(batch):
+        return row_tensors(batch, pad_id)
     prompted = "response_ids" in batch
     sequences = ([p + r for p, r in zip(batch["prompt_ids"], batch["response_ids"])] if prompted
                  else batch["input_ids"])
@@ -227,15 +236,31 @@ def dummy_sample(batch: dict[str, list], pad_id: int) -> dict[str, list]:
 def pair_tensors(batch: dict[str, list], pad_id: int) -> dict[str, torch.Tensor]:
     """Chosen and rejected sequences in one padded batch (a reward model pools each row's last token)."""
     prompts = batch["prompt_ids"] * 2
-    responses = batch["chosen_ids"] + batch["rejected_ids"]
+    out = _padded_responses(prompts, batch["chosen_ids"] + batch["rejected_ids"], pad_id)
+    return {**out, **_sample_fields(batch, PAIR_FIELDS)}
+
+
+def row_tensors(batch: dict[str, list], pad_id: int) -> tuple[dict[str, torch.Tensor], Layout]:
+    """One padded row per response (packed rows would mix responses' totals) with its per-sample fields."""
+    out = _padded_responses(batch["prompt_ids"], batch["response_ids"], pad_id)
+    prompt_lengths = [len(p) for p in batch["prompt_ids"]]
+    lengths = [n + len(r) for n, r in zip(prompt_lengths, batch["response_ids"])]
+    layout = Layout(list(range(len(lengths))), [0] * len(lengths), prompt_lengths, lengths)
+    return {**out, **_sample_fields(batch, ROW_FIELDS)}, layout
+
+
+def _padded_responses(prompts: list[list[int]], responses: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
     out = to_padded({"prompt_ids": prompts, "response_ids": responses}, pad_id)
     width = out["input_ids"].shape[1] - 1
     spans = [(i, len(p) - 1, len(r)) for i, (p, r) in enumerate(zip(prompts, responses))]
     out["response_mask"] = _place([[1.0] * n for *_, n in spans], spans, (len(prompts), width))
-    for field in PAIR_FIELDS + ("loss_weight",):
-        if field in batch:
-            out[field] = torch.tensor(batch[field], dtype=torch.float32)
     return out
+
+
+def _sample_fields(batch: dict[str, list], fields: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Per-sample scalars (and the sample's loss weight) as [samples] tensors."""
+    return {field: torch.tensor(batch[field], dtype=torch.float32)
+            for field in fields + ("loss_weight",) if field in batch}
 
 
 def _place(rows: list[list[float]], spans: list[tuple[int, int, int]], shape: tuple[int, int]) -> torch.Tensor:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import torch
 
 from rlsys.algorithms import (aggregate_loss, bradley_terry_loss, dpo_loss, entropy_from_logits, kl_loss, kl_penalty,
-                              masked_sum, policy_loss, token_logprobs, value_loss, weighted_mean)
+                              kto_loss, masked_sum, orpo_loss, policy_loss, token_logprobs, value_loss, weighted_mean)
 from rlsys.algorithms.off_policy import importance_weights
 from rlsys.data.collate import IGNORE
+from rlsys.rewards.ensemble import bootstrap_weights
 
 
 def model_inputs(batch: dict) -> dict:
@@ -113,8 +114,8 @@ def value_objective(model, batch: dict, hparams: dict):
 
 
 def sequence_scores(model, batch: dict):
-    """A reward model's score of each whole sequence (its head on the last non-padding token)."""
-    return model(**model_inputs(batch)).logits[:, 0].float()
+    """A reward model's scores of each whole sequence, [rows, heads] (its heads on the last non-padding token)."""
+    return model(**model_inputs(batch)).logits.float()
 
 
 def response_logprob_totals(logp, mask, average: bool = False):
@@ -126,7 +127,12 @@ def response_logprob_totals(logp, mask, average: bool = False):
 def pairwise_objective(model, batch: dict, hparams: dict):
     """Bradley-Terry: the reward model should score the chosen response above the rejected one."""
     chosen, rejected = sequence_scores(model, batch).chunk(2)
-    loss, metrics = bradley_terry_loss(chosen, rejected, hparams.get("margin", 0.0))
+    weights = None
+    if chosen.shape[1] > 1:  # an ensemble: each head learns from its own bootstrap of the pairs
+        ids = batch["pair_id"].long().tolist()
+        weights = torch.as_tensor(bootstrap_weights(ids, chosen.shape[1], hparams.get("seed", 0)),
+                                  dtype=chosen.dtype, device=chosen.device)
+    loss, metrics = bradley_terry_loss(chosen, rejected, hparams.get("margin", 0.0), weights)
     return pair_share(loss, {"loss": loss.item(), **metrics}, batch)
 
 
@@ -154,5 +160,39 @@ def dpo_objective(model, batch: dict, hparams: dict):
     return pair_share(loss, {"loss": loss.item(), **metrics}, batch)
 
 
+def orpo_objective(model, batch: dict, hparams: dict):
+    """ORPO: the chosen response's NLL plus the odds-ratio penalty, on the policy alone (no reference)."""
+    logp, _ = response_logprobs(model, batch)
+    chosen, rejected = response_logprob_totals(logp, batch["response_mask"], average=True).chunk(2)
+    preference, metrics = orpo_loss(chosen, rejected, beta=hparams["beta"])
+    chosen_nll = -chosen.mean()
+    loss = chosen_nll + preference
+    metrics = {"loss": loss.item(), "preference_loss": preference.item(), "chosen_nll": chosen_nll.item(), **metrics}
+    return pair_share(loss, metrics, batch)
+
+
+def kto_objective(model, batch: dict, hparams: dict):
+    """KTO on unpaired responses labelled `desirable` (1) or not (0), against the reference's summed
+    log-probability of each (`ref_total`); with nll_coef > 0 also the desirable responses' NLL (the mean of
+    their per-token means). Loss and metrics are the micro-batch's share of the mini-batch's rows."""
+    logp, _ = response_logprobs(model, batch)
+    mask, desirable = batch["response_mask"], batch["desirable"] > 0.5
+    logratios = response_logprob_totals(logp, mask) - batch["ref_total"]
+    # z0, the reference point: the micro-batch's mean log-ratio estimates KL(policy || reference); a KL is never
+    # negative, and responses are measured against it without moving it (no gradient)
+    kl = logratios.detach().mean().clamp(min=0)
+    loss, metrics = kto_loss(logratios, desirable, hparams["beta"], kl, hparams.get("desirable_weight", 1.0),
+                             hparams.get("undesirable_weight", 1.0))
+    # counts would not add up over micro-batches; shares of the rows do
+    good, bad = metrics.pop("desirable"), metrics.pop("undesirable")
+    metrics = {"preference_loss": loss.item(), **metrics, "desirable_frac": good / (good + bad)}
+    averages = response_logprob_totals(logp, mask, average=True)
+    nll = -averages[desirable].mean() if desirable.any() else averages.new_zeros(())  # every rank reports it
+    metrics["desirable_nll"] = nll.item()
+    if hparams.get("nll_coef", 0.0) > 0:
+        loss = loss + hparams["nll_coef"] * nll
+    return pair_share(loss, {"loss": loss.item(), **metrics}, batch)
+
+
 OBJECTIVES = {"lm": lm_objective, "policy": policy_objective, "value": value_objective,
-              "pairwise": pairwise_objective, "dpo": dpo_objective}
+              "pairwise": pairwise_objective, "dpo": dpo_objective, "orpo": orpo_objective, "kto": kto_objective}
