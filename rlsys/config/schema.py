@@ -50,6 +50,7 @@ class TaskConfig:
     min_operand: int = 0
     operations: List[str] = field(default_factory=lambda: ["+"])  # any of + - *
     rejected_per_problem: int = 4  # preference training pairs per problem, each with another wrong answer
+    near_misses: bool = False  # also a pair against every near miss of each problem (off by one, carry dropped)
 
 
 @dataclass
@@ -89,7 +90,7 @@ class DataConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
 
 
-DATA_COLUMNS = ("text", "messages", "prompt", "response", "answer", "chosen", "rejected")
+DATA_COLUMNS = ("text", "messages", "prompt", "response", "answer", "chosen", "rejected", "label")
 
 
 @dataclass
@@ -112,6 +113,11 @@ class TrainerConfig:
     eval_every: int = 0  # 0: evaluate only at the end
     eval_samples: int = 200
     log_every: int = 1
+    # RL against a learned reward: stop when the gold reward (terms marked monitor: true) falls while the
+    # proxy rises, and end with the best checkpoint by gold (compared over means of gold_window steps)
+    stop_on_gold_drop: bool = False
+    gold_window: int = 10
+    gold_tolerance: float = 0.05  # how far the gold mean may fall below its best before the run stops
 
 
 @dataclass
@@ -204,10 +210,22 @@ class AlgoConfig:
     is_high: float = 2.0
     # preference learning (rm, dpo)
     beta: float = 0.1  # DPO / IPO strength of the pull towards the reference
-    preference_loss: str = "sigmoid"  # sigmoid (DPO) | ipo
+    preference_loss: str = "sigmoid"  # sigmoid (DPO) | ipo | kto (unpaired thumbs up / down) | orpo (no reference)
     label_smoothing: float = 0.0  # conservative DPO: the assumed share of flipped preference labels
     nll_coef: float = 0.0  # RPO: plus this times the chosen responses' per-token NLL (keeps them likely)
     reward_margin: float = 0.0  # rm: Bradley-Terry margin the chosen score must clear
+    reward_heads: int = 1  # rm: an ensemble of heads on one body, each trained on its own bootstrap of the pairs
+    desirable_weight: float = 1.0  # kto: weight of thumbs-up rows' loss
+    undesirable_weight: float = 1.0  # kto: weight of thumbs-down rows' loss
+    # online / iterative DPO: every round_steps steps the policy samples n_samples answers per prompt on the
+    # rollout engines, the job's reward ranks them, and the best against the worst make the next pairs
+    online: bool = False
+    round_steps: int = 1
+    pairs_per_prompt: int = 1  # best vs worst, then second best vs second worst, ...
+    # guards against over-optimising a learned reward (grpo, ppo), each logged under reward/
+    reward_normalize: bool = False  # the trained reward minus its running mean, over its running std
+    reward_clip: float = 0.0  # the trained reward cut to [-clip, clip] after normalising (0: off)
+    length_penalty: float = 0.0  # the trained reward minus this per response token
 
 
 @dataclass
@@ -236,6 +254,11 @@ class RewardTerm:
     token: Optional[str] = None  # remote: its bearer token (default: $RLSYS_REWARD_TOKEN)
     timeout_s: float = 30.0  # remote: per attempt
     max_retries: int = 3  # remote: attempts after the first, with exponential backoff
+    monitor: bool = False  # scored and logged (reward/<name>, reward/gold) but not trained on
+    # model: how an ensemble reward model's heads (rlsys rm algo.reward_heads=K) make one score:
+    # mean (minus ensemble_penalty x their std: uncertain answers score lower) | min
+    ensemble: str = "mean"
+    ensemble_penalty: float = 0.0
 
 
 JUDGE_TEMPLATE = ("Rate the answer to the question from 0 (wrong) to 10 (perfect). Reply with the number only.\n"

@@ -32,7 +32,7 @@ CHOICES = {
     "algo.is_correction": ("auto", "none", "tis", "mis"),
     "algo.is_level": ("token", "sequence", "geometric"),
     "wandb.mode": ("online", "offline", "disabled"),
-    "algo.preference_loss": ("sigmoid", "ipo"),
+    "algo.preference_loss": ("sigmoid", "ipo", "kto", "orpo"),
     "pipeline.rl": ("grpo", "ppo", "dpo", "rm+ppo", "agent"),
     "distill.keep": ("best", "all"),
     "curate.mode": ("pretrain", "sft"),
@@ -232,6 +232,7 @@ def check_values(cfg: DictConfig) -> None:
         _require(a.advantage != "gae" or a.name == "ppo", "algo.advantage=gae needs a critic: use algo.name=ppo.")
         _require(a.loss_aggregation != "seq_mean_token_sum_norm" or cfg.rollout.max_new_tokens > 0,
                  "seq_mean_token_sum_norm needs rollout.max_new_tokens > 0.")
+    check_reward_guards(cfg)
     if cfg.job == "dpo":
         _require(cfg.algo.beta > 0, f"algo.beta must be positive, got {cfg.algo.beta}.")
         _require(0 <= cfg.algo.label_smoothing < 0.5,
@@ -245,3 +246,38 @@ def check_values(cfg: DictConfig) -> None:
     if any(term.type == "judge" for term in cfg.reward):
         _require(cfg.judge.model is not None, "a reward of type judge needs judge.model: a model folder, or "
                                               "judge.model=policy for the policy to judge its own samples.")
+
+
+def check_reward_guards(cfg) -> None:
+    """Ensembles, monitor terms and the gold stop, reward shaping, and the preference jobs' own settings."""
+    from rlsys.rewards.ensemble import ENSEMBLE_MODES
+
+    a, t = cfg.algo, cfg.trainer
+    for term in cfg.reward:
+        _require(term.ensemble in ENSEMBLE_MODES and term.ensemble_penalty >= 0,
+                 f"reward term '{term.name or term.type}': ensemble must be one of {', '.join(ENSEMBLE_MODES)} and "
+                 f"ensemble_penalty >= 0, got {term.ensemble!r} and {term.ensemble_penalty}.")
+    if t.stop_on_gold_drop:
+        _require(cfg.job in ("grpo", "ppo"), f"trainer.stop_on_gold_drop watches RL rollouts; `rlsys {cfg.job}` has none.")
+        _require(any(term.monitor for term in cfg.reward),
+                 "trainer.stop_on_gold_drop needs a gold reward: mark a term monitor: true, e.g. "
+                 "reward=[{type:model,path:RM},{type:rule,name:answer_match,monitor:true}].")
+        _require(t.gold_window >= 1 and t.gold_tolerance >= 0,
+                 f"trainer.gold_window must be at least 1 and gold_tolerance >= 0, got {t.gold_window} and "
+                 f"{t.gold_tolerance}.")
+    _require(a.reward_clip >= 0 and a.length_penalty >= 0,
+             f"algo.reward_clip (0: off) and algo.length_penalty must be >= 0, got {a.reward_clip} and "
+             f"{a.length_penalty}.")
+    _require(a.reward_heads >= 1, f"algo.reward_heads is the reward model ensemble's size: 1 or more, got "
+                                  f"{a.reward_heads}.")
+    _require(a.desirable_weight > 0 and a.undesirable_weight > 0,
+             f"algo.desirable_weight and undesirable_weight must be positive, got {a.desirable_weight} and "
+             f"{a.undesirable_weight}.")
+    if a.online:
+        _require(cfg.job == "dpo", f"algo.online is online DPO (rlsys dpo algo.online=true), not `rlsys {cfg.job}`.")
+        _require(a.preference_loss != "kto", "algo.online builds pairs (best against worst); use "
+                                             "algo.preference_loss=sigmoid, ipo or orpo.")
+        _require(a.n_samples >= 2 and a.round_steps >= 1 and 1 <= a.pairs_per_prompt <= a.n_samples // 2,
+                 f"online DPO ranks algo.n_samples >= 2 answers per prompt into algo.pairs_per_prompt pairs "
+                 f"(at most n_samples / 2) each round of algo.round_steps >= 1 steps; got n_samples={a.n_samples}, "
+                 f"pairs_per_prompt={a.pairs_per_prompt}, round_steps={a.round_steps}.")

@@ -148,18 +148,80 @@ def preference_pairs(cfg, tokenizer, split: str) -> list[dict]:
     elif split == "eval":
         rows = embedded_task(cfg).preference_pairs("heldout")
     else:
-        rows = embedded_task(cfg).preference_pairs("train", cfg.data.task.rejected_per_problem)
-    pairs = []
-    for index, row in enumerate(rows):
-        prompt = as_messages({"messages": row.get("messages"), "prompt": row.get("prompt")},
-                             f"preference pair {index}")
-        prompt_ids = render_ids(tokenizer, prompt, add_generation_prompt=True)
-        sides = [response_ids(tokenizer, prompt_ids, prompt + [{"role": "assistant", "content": _answer_text(row[k])}])
-                 for k in ("chosen", "rejected")]
-        if len(prompt_ids) + max(map(len, sides)) > cfg.data.max_length:
-            raise DataError(f"preference pair {index} has {len(prompt_ids) + max(map(len, sides))} tokens, more than "
-                            f"data.max_length={cfg.data.max_length}. Raise data.max_length or shorten the pair.")
-        pairs.append({"prompt_ids": prompt_ids, "chosen_ids": sides[0], "rejected_ids": sides[1]})
+        rows = embedded_task(cfg).preference_pairs("train", cfg.data.task.rejected_per_problem,
+                                                   cfg.data.task.near_misses)
+    pairs = encode_pairs(cfg, tokenizer, rows)
     if not pairs:
         raise DataError(f"no preference pairs in {spec or 'the embedded task'}.")
     return pairs
+
+
+def near_miss_pairs(cfg, tokenizer) -> list[dict]:
+    """The embedded task's held-out near misses (off by one, carry dropped) as pairs; none for the user's data."""
+    if cfg.data.train or cfg.data.eval:
+        return []
+    return encode_pairs(cfg, tokenizer, embedded_task(cfg).near_miss_pairs("heldout"))
+
+
+def encode_pairs(cfg, tokenizer, rows: list[dict]) -> list[dict]:
+    pairs = []
+    for index, row in enumerate(rows):
+        prompt_ids, prompt = _prompt(tokenizer, row, f"preference pair {index}")
+        sides = [_response(tokenizer, prompt_ids, prompt, row[k]) for k in ("chosen", "rejected")]
+        _check_length(cfg, len(prompt_ids) + max(map(len, sides)), f"preference pair {index}")
+        pairs.append({"prompt_ids": prompt_ids, "chosen_ids": sides[0], "rejected_ids": sides[1]})
+    return pairs
+
+
+def feedback_rows(cfg, tokenizer, split: str) -> list[dict]:
+    """Unpaired feedback as token ids: {prompt_ids, response_ids, desirable} (KTO). A file with a `label`
+    column (thumbs up / down: true / false) gives one row per line; preference pairs, such as the embedded
+    task's, give a thumbs-up row for the chosen answer and a thumbs-down row for the rejected one."""
+    spec = cfg.data.train if split == "train" else cfg.data.eval
+    rows = _user_rows(cfg, spec, []) if spec else []
+    if not rows or "label" not in rows[0]:
+        pairs = preference_pairs(cfg, tokenizer, split)
+        return [{"prompt_ids": p["prompt_ids"], "response_ids": p[side], "desirable": float(side == "chosen_ids")}
+                for p in pairs for side in ("chosen_ids", "rejected_ids")]
+    require_chat_template(tokenizer, cfg.model.path or "")
+    out = []
+    for index, row in enumerate(rows):
+        where = f"row {index} of {spec}"
+        missing = [c for c in ("response", "label") if row.get(c) is None]
+        if missing:
+            raise DataError(f"{where} has no {' or '.join(missing)}: feedback rows need prompt, response and label "
+                            f"(map yours with data.columns.{missing[0]}=YOUR_COLUMN).")
+        prompt_ids, prompt = _prompt(tokenizer, row, where)
+        response = _response(tokenizer, prompt_ids, prompt, row["response"])
+        _check_length(cfg, len(prompt_ids) + len(response), where)
+        out.append({"prompt_ids": prompt_ids, "response_ids": response, "desirable": thumbs(row["label"], where)})
+    if not out:
+        raise DataError(f"no feedback rows in {spec}.")
+    return out
+
+
+def thumbs(label, where: str) -> float:
+    """1.0 for a thumbs up, 0.0 for a thumbs down."""
+    if isinstance(label, bool) or label in (0, 1):
+        return float(label)
+    text = str(label).strip().lower()
+    if text in ("true", "1", "up", "yes", "good", "desirable"):
+        return 1.0
+    if text in ("false", "0", "down", "no", "bad", "undesirable"):
+        return 0.0
+    raise DataError(f"{where}: label {label!r} is not a thumbs up or down; use true / false (or 1 / 0).")
+
+
+def _prompt(tokenizer, row: dict, where: str) -> tuple[list[int], list[dict]]:
+    prompt = as_messages({"messages": row.get("messages"), "prompt": row.get("prompt")}, where)
+    return render_ids(tokenizer, prompt, add_generation_prompt=True), prompt
+
+
+def _response(tokenizer, prompt_ids: list[int], prompt: list[dict], answer) -> list[int]:
+    return response_ids(tokenizer, prompt_ids, prompt + [{"role": "assistant", "content": _answer_text(answer)}])
+
+
+def _check_length(cfg, tokens: int, where: str) -> None:
+    if tokens > cfg.data.max_length:
+        raise DataError(f"{where} has {tokens} tokens, more than data.max_length={cfg.data.max_length}. Raise "
+                        f"data.max_length or shorten it.")

@@ -167,15 +167,23 @@ class ArithmeticTask:
             i += turns
         return conversations
 
-    def preference_pairs(self, split: str, per_problem: int = 1) -> list[dict]:
-        """The right answer (chosen) against plausible wrong ones: ``per_problem`` pairs with distinct rejects."""
+    def preference_pairs(self, split: str, per_problem: int = 1, near_misses: bool = False) -> list[dict]:
+        """The right answer (chosen) against plausible wrong ones: ``per_problem`` pairs with distinct rejects,
+        and with ``near_misses`` also against every near miss (off by one, carry dropped) not among them."""
         rng = self._rng("preference", split)
         pairs = []
         for p in self.problems(split):
-            for rejected in plausible_wrong_answers(p, rng, per_problem):
+            rejects = plausible_wrong_answers(p, rng, per_problem)
+            rejects += [m for m in _near_misses(p) if near_misses and m not in rejects]
+            for rejected in rejects:
                 pairs.append({"prompt": [{"role": "user", "content": p.question}], "chosen": p.answer,
                               "rejected": rejected})
         return pairs
+
+    def near_miss_pairs(self, split: str) -> list[dict]:
+        """The right answer against the closest wrong ones: off by one either way, and the carry dropped."""
+        return [{"prompt": [{"role": "user", "content": p.question}], "chosen": p.answer, "rejected": rejected}
+                for p in self.problems(split) for rejected in _near_misses(p)]
 
     def rl_prompts(self, split: str) -> list[dict]:
         """Prompts with reference answers for rule-rewarded RL (exact match on the number)."""
@@ -243,6 +251,13 @@ def _no_carry(a: int, op: str, b: int) -> int | None:
         out += digit * place
         a, b, place = a // 10, b // 10, place * 10
     return out
+
+
+def _near_misses(problem: Problem) -> list[str]:
+    """The wrong answers closest to right: off by one either way, and the carry dropped."""
+    value = int(problem.answer)
+    misses = {value + 1, value - 1, _no_carry(problem.a, problem.op, problem.b)} - {value, None}
+    return [str(m) for m in sorted(misses) if m >= 0 or value < 0]
 
 
 def plausible_wrong_answer(problem: Problem, rng: random.Random) -> str:

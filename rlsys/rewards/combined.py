@@ -24,6 +24,8 @@ from rlsys.rewards.user_function import load_reward_function
 RewardFn = Callable[..., Any]
 REWARD_TYPES = ("rule", "function", "model", "judge", "remote")
 REMOTE_KEYS = ("url", "token", "timeout_s", "max_retries")  # the config gives every term these; only remote reads them
+# keys every term may carry that are not a rule's options: reward-model ensembles, and monitor-only terms
+TERM_KEYS = ("type", "name", "weight", "monitor", "ensemble", "ensemble_penalty", *REMOTE_KEYS)
 _CONTRACT = "a reward function must return a list with one finite float per completion"
 
 
@@ -76,9 +78,14 @@ def call_reward(
 
 
 class WeightedReward:
-    """Weighted sum of named reward terms; per-term raw (unweighted) scores are kept for metrics."""
+    """Weighted sum of named reward terms; per-term raw (unweighted) scores are kept for metrics.
 
-    def __init__(self, terms: list[tuple[str, RewardFn, float]], model_terms: list[dict] | None = None):
+    Terms named in `monitors` are scored and reported but left out of the sum: a gold signal watched next to
+    the proxy the policy is trained on (`gold()` is their weighted sum).
+    """
+
+    def __init__(self, terms: list[tuple[str, RewardFn, float]], model_terms: list[dict] | None = None,
+                 monitors: Sequence[str] = ()):
         names = [name for name, _, _ in terms]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -86,6 +93,13 @@ class WeightedReward:
         self.terms = list(terms)
         # Specs of reward-model terms; scored by the trainer's reward-model actors, not here.
         self.model_terms = list(model_terms or [])
+        self.monitors = set(monitors)
+
+    def gold(self, per_term: Mapping[str, np.ndarray]) -> np.ndarray | None:
+        """The weighted sum of the monitored terms' scores (None without any)."""
+        if not self.monitors:
+            return None
+        return sum(weight * per_term[name] for name, _, weight in self.terms if name in self.monitors)
 
     @property
     def names(self) -> list[str]:
@@ -112,7 +126,8 @@ class WeightedReward:
             term_columns = {**columns, "messages": messages} if getattr(fn, "takes_messages", False) else columns
             scores = call_reward(name, fn, prompts, completions, term_columns)
             per_term[name] = scores
-            total += weight * scores
+            if name not in self.monitors:
+                total += weight * scores
         return total, per_term
 
 
@@ -149,7 +164,7 @@ def _rule_term(spec: dict) -> tuple[str, RewardFn, float]:
     rule = spec.get("name")
     if rule not in RULES:
         raise RewardConfigError(f"unknown rule reward {rule!r}; available rules: {', '.join(sorted(RULES))}")
-    options = {k: v for k, v in spec.items() if k not in ("type", "name", "weight", *REMOTE_KEYS)}
+    options = {k: v for k, v in spec.items() if k not in TERM_KEYS}
     if options and rule not in RULE_FACTORIES:
         raise RewardConfigError(f"rule '{rule}' takes no options, got {sorted(options)}")
     fn = RULE_FACTORIES[rule](**options) if options else RULES[rule]
@@ -190,12 +205,13 @@ def build_reward(specs: Sequence[Mapping[str, Any]],
     ``{"type": "remote", "url": "http://10.0.0.5:8000"}``. ``type: model`` and ``judge`` entries are
     skipped here and exposed as ``model_terms`` for the trainer to score with its actors.
     """
-    terms, model_terms = [], []
+    terms, model_terms, monitors = [], [], []
     for raw in specs:
         if not isinstance(raw, Mapping):
             raise RewardConfigError(f"reward spec {raw!r} must be a mapping with a 'type' key")
         spec = dict(raw)  # also converts OmegaConf DictConfig
         kind = spec.get("type")
+        count = len(terms)
         if kind == "rule":
             terms.append(_rule_term(spec))
         elif kind == "function":
@@ -212,4 +228,9 @@ def build_reward(specs: Sequence[Mapping[str, Any]],
                 terms.append((*actor_term(spec), weight))
         else:
             raise RewardConfigError(f"unknown reward type {kind!r} in {spec}; expected one of: {', '.join(REWARD_TYPES)}")
-    return WeightedReward(terms, model_terms=model_terms)
+        if spec.get("monitor") and len(terms) > count:
+            monitors.append(terms[-1][0])
+    if specs and terms and len(monitors) == len(terms) and not model_terms:
+        raise RewardConfigError("every reward term is marked monitor: true, so nothing is left to train on; "
+                                "leave at least one term unmonitored")
+    return WeightedReward(terms, model_terms=model_terms, monitors=monitors)

@@ -89,14 +89,15 @@ class Checkpoints:
                              "or a checkpoints/step_N folder.")
         return folder
 
-    def save(self, step: int, groups: dict[str, ActorGroup], state: dict) -> Path:
-        final = self.root / f"step_{step:06d}"
-        tmp = self.root / f".tmp_step_{step:06d}"
+    def save(self, step: int, groups: dict[str, ActorGroup], state: dict, name: str | None = None) -> Path:
+        """checkpoints/step_N, the new latest; or checkpoints/<name> (e.g. `best`), which moves neither."""
+        final = self.root / (name or f"step_{step:06d}")
+        tmp = self.root / f".tmp_{final.name}"
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             tmp.mkdir(parents=True)
-            for name, group in groups.items():
-                group.save_checkpoint(str(tmp / name))
+            for role, group in groups.items():
+                group.save_checkpoint(str(tmp / role))
             with open(tmp / "trainer_state.json", "w") as handle:
                 json.dump({"step": step, **state}, handle)
                 handle.flush()
@@ -109,11 +110,16 @@ class Checkpoints:
                              "Free disk space (or lower trainer.keep_last) and rerun with resume=auto.") from None
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
+        if name:
+            return final
         pointer_tmp = self.root / ".latest.tmp"
         pointer_tmp.write_text(final.name)
         pointer_tmp.replace(self.root / "latest")
         self._prune()
         return final
+
+    def slot(self, name: str) -> "NamedSlot":
+        return NamedSlot(self, name)
 
     def _prune(self) -> None:
         steps = sorted(p for p in self.root.glob("step_*") if p.is_dir())
@@ -125,6 +131,20 @@ class Checkpoints:
         for name, group in groups.items():
             group.load_checkpoint(str(folder / name))
         return json.loads((folder / "trainer_state.json").read_text())
+
+
+class NamedSlot:
+    """A named checkpoint folder (`checkpoints/best`) that controllers save into like into Checkpoints."""
+
+    def __init__(self, checkpoints: Checkpoints, name: str):
+        self.checkpoints, self.name = checkpoints, name
+        self.folder = checkpoints.root / name
+
+    def save(self, step: int, groups: dict[str, ActorGroup], state: dict) -> Path:
+        return self.checkpoints.save(step, groups, state, name=self.name)
+
+    def exists(self) -> bool:
+        return (self.folder / "trainer_state.json").exists()
 
 
 def engine_settings(cfg, *, lr: float | None = None, warmup_steps: int | None = None) -> dict:
@@ -149,7 +169,8 @@ def start_train_group(role: str, cfg, model_path: str, device: str, *, trainable
                       seed=cfg.seed, cpu_threads=max(1, int(resources.cpus_per_rank)), max_length=cfg.data.max_length,
                       gradient_checkpointing=cfg.model.gradient_checkpointing,
                       attn_implementation=cfg.model.attn_implementation,
-                      lora=OmegaConf.to_object(cfg.model.lora) if role == "policy" else None, engine=engine)
+                      lora=OmegaConf.to_object(cfg.model.lora) if role == "policy" else None, engine=engine,
+                      reward_heads=cfg.algo.reward_heads if cfg.job == "rm" else 1)
     env = {"TORCH_CUDA_ARCH_LIST": os.environ.get("TORCH_CUDA_ARCH_LIST", "9.0")} if device == "cuda" else {}
     group = ActorGroup(role, TrainWorker, placement, spec, env=env,
                        max_tokens_per_micro_batch=cfg.trainer.max_tokens_per_micro_batch)

@@ -6,9 +6,12 @@ When an actor dies (killed, out of memory, node lost) or a call outlives its wat
 started again, the latest checkpoint is loaded and the run goes on from there, up to
 `fault_tolerance.max_restarts` times; metrics.jsonl is rewound to the checkpoint so no step is missing or
 repeated. A streamed job whose sources have all been read as many epochs as they allow ends early, finished.
+With `trainer.stop_on_gold_drop` a run whose gold reward falls while its proxy rises stops early and ends with
+its best checkpoint by gold (`gold_watch.py`).
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Protocol
 
@@ -17,11 +20,13 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from rlsys.errors import DataExhausted, EvaluationError
 from rlsys.logging import MetricsLogger
 from rlsys.trainers.common import Checkpoints
+from rlsys.trainers.gold_watch import BEST, STOP, GoldWatch
 from rlsys import watchdog
 from rlsys.watchdog import Stalled
 
 ACTOR_FAILURES = (RayActorError, ActorDiedError, ActorUnavailableError)
 RESTARTABLE = (*ACTOR_FAILURES, Stalled)
+GOLD_STATE = "gold_watch.json"
 
 
 class Controller(Protocol):
@@ -70,6 +75,7 @@ def run_steps(controller: Controller, cfg, title: str) -> dict[str, float]:
                 metrics: dict[str, float] = {}
                 if start == 0 and t.eval_every:
                     logger.log(0, evaluate(0))
+                watch = gold_watch(cfg, resume_from if start else None)
                 for step in range(start + 1, t.max_steps + 1):
                     try:
                         metrics = controller.step(step)
@@ -80,6 +86,20 @@ def run_steps(controller: Controller, cfg, title: str) -> dict[str, float]:
                         return metrics
                     if restarts:
                         metrics["fault/restarts"] = float(restarts)
+                    verdict = watch.observe(step, metrics) if watch else None
+                    if verdict == BEST:
+                        controller.save(checkpoints.slot("best"), step)
+                    elif verdict == STOP:  # reward hacking: end with the best model by gold
+                        print(f"[{title}] step {step}: the gold reward fell more than {t.gold_tolerance} below its "
+                              f"best (step {watch.best_step}) while the proxy rose; the run stops with the step "
+                              f"{watch.best_step} checkpoint (trainer.stop_on_gold_drop).", flush=True)
+                        controller.restore(checkpoints.slot("best").folder)
+                        controller.finish()
+                        metrics.update(final_evaluation(step, metrics), **watch.metrics(), **{"gold/stopped": 1.0})
+                        logger.log(step, metrics)
+                        return metrics
+                    if watch:
+                        metrics.update(watch.metrics())
                     if step == t.max_steps:  # the trained model is safe before the last evaluation can fail
                         controller.finish()
                         metrics.update(final_evaluation(step, metrics))
@@ -88,6 +108,8 @@ def run_steps(controller: Controller, cfg, title: str) -> dict[str, float]:
                     logger.log(step, metrics)
                     if t.save_every and step % t.save_every == 0:
                         controller.save(checkpoints, step)
+                        if watch:  # the watch resumes where it was
+                            (checkpoints.latest() / GOLD_STATE).write_text(json.dumps(watch.state_dict()))
                 if start >= t.max_steps:  # resumed from the last step's checkpoint
                     controller.finish()
                 return metrics
@@ -106,3 +128,14 @@ def run_steps(controller: Controller, cfg, title: str) -> dict[str, float]:
     finally:
         if logger is not None:
             logger.close()
+
+
+def gold_watch(cfg, resumed_from: Path | None) -> GoldWatch | None:
+    """The gold watch of a run with trainer.stop_on_gold_drop, as it was at the checkpoint resumed from."""
+    t = cfg.trainer
+    if not t.stop_on_gold_drop:
+        return None
+    watch = GoldWatch(t.gold_window, t.gold_tolerance)
+    if resumed_from is not None and (resumed_from / GOLD_STATE).exists():
+        watch.load_state_dict(json.loads((resumed_from / GOLD_STATE).read_text()))
+    return watch

@@ -5,7 +5,8 @@ pairs from the SFT model, then PPO from the SFT model against it), or agent (eve
 environment's hard problems: pretraining, SFT on demonstrations of the tool, multi-turn GRPO). Each stage
 starts from its parent's final checkpoint; held-out accuracy is printed after every stage (for rm: its
 preference-pair accuracy; for agent: pretraining's without the tool, then with it, and tool calls and errors
-per episode) and the table is written to output_dir/summary.json.
+per episode) and the table is written to output_dir/summary.json. With a gold term (rm+ppo: the answer
+check, never trained on) the proxy and gold rewards of the RL stage are shown too, and kept in rewards.json.
 """
 from __future__ import annotations
 
@@ -28,6 +29,14 @@ AGENT_STAGES = {"pretrain": [], "sft": ["trainer.max_steps=40"],
                 "grpo": ["trainer.batch_size=16", "trainer.max_steps=150", "trainer.eval_every=50"]}
 
 
+# The rm+ppo plan's guards against reward hacking (README, "Reward hacking"): an ensemble of reward heads
+# whose disagreement lowers the score, PPO on the normalised and clipped reward, the answer check as the gold
+# monitor, and the run stopped with its best checkpoint by gold when the gold falls while the proxy rises.
+RM_PPO_STAGES = {"rm": ["algo.reward_heads=4"],
+                 "ppo": ["algo.reward_normalize=true", "algo.reward_clip=3.0", "trainer.stop_on_gold_drop=true"]}
+ENSEMBLE_PENALTY = 1.0
+
+
 def final_checkpoint(cfg, stage: str) -> Path:
     return Path(cfg.output_dir) / stage / "checkpoints" / "final"
 
@@ -40,17 +49,37 @@ def stage_config(cfg, stage: str, previous: str | None):
               f"cluster.device={cfg.cluster.device}"]
     shared += (["env=calculator", *AGENT_STAGES[stage]] if agent
                else [f"data.task.max_operand={cfg.data.task.max_operand}"])
+    if cfg.pipeline.rl == "rm+ppo":
+        shared += RM_PPO_STAGES.get(stage, [])
     if cfg.cluster.address:
         shared.append(f"cluster.address={cfg.cluster.address}")
     if previous:
         shared.append(f"model.path={final_checkpoint(cfg, previous)}")
-    if stage == "ppo" and cfg.pipeline.rl == "rm+ppo":
-        shared.append(f"reward=[{{type:model,name:reward_model,path:'{final_checkpoint(cfg, 'rm')}'}}]")
+    if stage == "ppo" and cfg.pipeline.rl == "rm+ppo":  # trained on the reward model; the answer check is gold
+        shared.append(f"reward=[{{type:model,name:reward_model,path:'{final_checkpoint(cfg, 'rm')}',"
+                      f"ensemble_penalty:{ENSEMBLE_PENALTY}}},{{type:rule,name:answer_match,monitor:true}}]")
     overrides = shared + list(cfg.pipeline.stages.get(stage, []))
     return to_typed(compose_job(stage, overrides))
 
 
-def print_table(summary: dict[str, float], episodes: dict[str, dict[str, float]]) -> None:
+def reward_trend(output_dir: str, window: int = 10) -> dict[str, float]:
+    """An RL stage's proxy and gold rewards over its first and last `window` steps (empty without a gold term),
+    and where a gold stop ended it."""
+    from rlsys.logging import read_metrics
+
+    steps = [m for m in read_metrics(output_dir) if "reward/gold" in m]
+    if not steps:
+        return {}
+    mean = lambda rows, key: sum(r[key] for r in rows) / len(rows)
+    trend = {f"{key}_{end}": mean(rows, f"reward/{key}") for key in ("proxy", "gold")
+             for end, rows in (("start", steps[:window]), ("end", steps[-window:]))}
+    if steps[-1].get("gold/stopped"):
+        trend.update(stopped_at=float(steps[-1]["step"]), best_step=steps[-1]["gold/best_step"])
+    return trend
+
+
+def print_table(summary: dict[str, float], episodes: dict[str, dict[str, float]],
+                rewards: dict[str, dict[str, float]] | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -64,6 +93,9 @@ def print_table(summary: dict[str, float], episodes: dict[str, dict[str, float]]
     table.add_row("accuracy", *(f"{value:.3f}" for value in summary.values()))
     for key in ("eval/tool_calls_mean", "eval/tool_errors", "eval/turns_mean") if episodes else ():
         table.add_row(key.split("/")[1], *(f"{episodes.get(s, {}).get(key, float('nan')):.2f}" for s in summary))
+    for key in ("proxy", "gold") if rewards else ():  # first -> last 10 steps; the gold is never trained on
+        table.add_row(f"{key} reward", *(f"{rewards[s][key + '_start']:.2f} -> {rewards[s][key + '_end']:.2f}"
+                                         if s in rewards else "" for s in summary))
     Console().print(table)
 
 
@@ -81,6 +113,7 @@ def run(cfg) -> dict[str, float]:
     connect(cfg.cluster, cpus_needed=max(cpus_needed(c) for c in stages.values()))  # one Ray for every stage
     summary: dict[str, float] = {}
     episodes: dict[str, dict[str, float]] = {}  # stages evaluated in episodes: tool calls and errors
+    rewards: dict[str, dict[str, float]] = {}  # RL stages with a gold term: proxy and gold rewards
     for stage, stage_cfg in stages.items():
         print(f"\n=== {stage} -> {stage_cfg.output_dir} ===", flush=True)
         metrics = _recorded(stage_cfg) if _done(stage_cfg) else controllers[stage](stage_cfg)
@@ -90,7 +123,10 @@ def run(cfg) -> dict[str, float]:
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         if episodes:
             (out / "episodes.json").write_text(json.dumps(episodes, indent=2) + "\n")
-        print_table(summary, episodes)
+        if trend := reward_trend(stage_cfg.output_dir) if stage in ("grpo", "ppo") else {}:
+            rewards[stage] = trend
+            (out / "rewards.json").write_text(json.dumps(rewards, indent=2) + "\n")
+        print_table(summary, episodes, rewards)
     return summary
 
 

@@ -1,21 +1,30 @@
-"""Preference learning on (prompt, chosen, rejected) pairs: `rlsys rm` and `rlsys dpo`.
+"""Preference learning: `rlsys rm` on (prompt, chosen, rejected) pairs, and `rlsys dpo` with its losses.
 
-    rm,  each step:  pairs = the step's batch;  reward_model.train(pairs, "pairwise")      Bradley-Terry
-    dpo, each step:  pairs = the step's batch;  pairs.ref = reference.logprobs(pairs)
-                     policy.train(pairs, "dpo")                                          DPO / IPO / cDPO
+    rm,   each step:  pairs = the step's batch;  reward_model.train(pairs, "pairwise")   Bradley-Terry, per head
+    dpo,  each step:  pairs = the step's batch (online: the policy's own answers, ranked, online_pairs.py)
+                      pairs.ref = reference.logprobs(pairs)      (not for orpo: it has no reference)
+                      policy.train(pairs, loss)                  DPO / IPO / cDPO / ORPO
+                      (online: policy.send_weights(rollout))
+    kto,  each step:  rows = the step's thumbs up / down;  rows.ref = reference.logprobs(rows)
+                      policy.train(rows, "kto")
 """
 from __future__ import annotations
 
 import time
 
 from actors.cluster import check_capacity, connect, resolve_device
-from rlsys.data.job_data import preference_pairs
+from rlsys.data.job_data import feedback_rows, near_miss_pairs, preference_pairs
 from rlsys.errors import DataError
 from rlsys.models.builders import load_tokenizer
+from rlsys.rewards.ensemble import combine_heads
 from rlsys.trainers.common import Checkpoints, base_model_path, engine_settings, prepare_output_dir, start_train_group
 from rlsys.trainers.evaluate import HeldOut
 from rlsys.trainers.loop import run_steps
 from rlsys.trainers.supervised import batch_at
+
+SHOWN = ("loss", "accuracy", "margin", "chosen_reward", "rejected_reward", "chosen_score", "rejected_score",
+         "preference_loss", "chosen_nll", "log_odds_ratio", "desirable_reward", "undesirable_reward", "kl",
+         "head_std", "grad_norm", "lr")
 
 
 def both_sides(pairs: dict[str, list]) -> dict[str, list]:
@@ -24,57 +33,93 @@ def both_sides(pairs: dict[str, list]) -> dict[str, list]:
 
 
 def columns(pairs: list[dict]) -> dict[str, list]:
-    return {key: [p[key] for p in pairs] for key in pairs[0]}
+    return {key: [p[key] for p in pairs] for key in pairs[0]} if pairs else {}
+
+
+def objective_of(cfg) -> str:
+    """What the trained model learns from: pairwise (rm), dpo (sigmoid, ipo), kto or orpo."""
+    if cfg.job == "rm":
+        return "pairwise"
+    return cfg.algo.preference_loss if cfg.algo.preference_loss in ("kto", "orpo") else "dpo"
 
 
 class PreferenceController:
     def __init__(self, cfg):
         self.cfg = cfg
+        a = cfg.algo
+        self.objective = objective_of(cfg)
         self.dpo = cfg.job == "dpo"
+        self.with_reference = self.objective in ("dpo", "kto")
         self.out = prepare_output_dir(cfg)
         self.device = resolve_device(cfg.cluster)
         self.model_path = base_model_path(cfg)
         self.tokenizer = load_tokenizer(self.model_path)
-        self.pairs = preference_pairs(cfg, self.tokenizer, "train")
-        if len(self.pairs) < cfg.trainer.batch_size:
-            raise DataError(f"{len(self.pairs)} preference pairs are fewer than trainer.batch_size="
+        self.online = None
+        if a.online:
+            from rlsys.trainers.online_pairs import OnlinePairs
+
+            self.online = OnlinePairs(cfg, self.tokenizer, self.model_path, self.device)
+            self.examples: list[dict] = []
+        elif self.objective == "kto":
+            self.examples = feedback_rows(cfg, self.tokenizer, "train")
+        else:  # each pair knows its index: an ensemble's heads draw their bootstrap of the pairs from it
+            self.examples = [{**p, "pair_id": i} for i, p in enumerate(preference_pairs(cfg, self.tokenizer, "train"))]
+        if not a.online and len(self.examples) < cfg.trainer.batch_size:
+            raise DataError(f"{len(self.examples)} training examples are fewer than trainer.batch_size="
                             f"{cfg.trainer.batch_size}.")
-        self.eval_pairs = columns(preference_pairs(cfg, self.tokenizer, "eval")[: cfg.trainer.eval_samples])
+        self.eval_pairs = self.held_out_pairs(cfg)
+        self.near_misses = columns(near_miss_pairs(cfg, self.tokenizer)[: cfg.trainer.eval_samples]) \
+            if cfg.job == "rm" else {}
         # DPO's policy also answers the held-out prompts, like SFT and RL do
         self.held_out = HeldOut(cfg, self.tokenizer) if self.dpo else None
-        a = cfg.algo
-        self.hparams = ({"beta": a.beta, "loss_type": a.preference_loss, "label_smoothing": a.label_smoothing,
-                         "nll_coef": a.nll_coef} if self.dpo else {"margin": a.reward_margin})
+        self.hparams = ({"margin": a.reward_margin, "seed": cfg.seed} if cfg.job == "rm" else
+                        {"beta": a.beta, "loss_type": a.preference_loss, "label_smoothing": a.label_smoothing,
+                         "nll_coef": a.nll_coef, "desirable_weight": a.desirable_weight,
+                         "undesirable_weight": a.undesirable_weight})
         self.model = self.reference = None
         self.eval_reference: dict[str, list[float]] | None = None  # the reference is frozen: computed once
+
+    def held_out_pairs(self, cfg) -> dict[str, list]:
+        """Held-out pairs for eval/preference_accuracy; none when a KTO job's data.eval is thumbs rows."""
+        if self.objective == "kto" and cfg.data.eval:
+            return {}
+        return columns(preference_pairs(cfg, self.tokenizer, "eval")[: cfg.trainer.eval_samples])
 
     # ---- actors -----------------------------------------------------------------------------------------
     def start(self) -> None:
         cfg, c = self.cfg, self.cfg.cluster
         cpus = c.policy.num_ranks * c.policy.cpus_per_rank
         gpus = c.policy.num_ranks * c.policy.gpus_per_rank
-        if self.dpo:
+        if self.with_reference:
             cpus += c.reference.num_ranks * c.reference.cpus_per_rank
             gpus += c.reference.num_ranks * c.reference.gpus_per_rank
+        if self.online:
+            cpus += cfg.rollout.num_engines
+            gpus += cfg.rollout.num_engines * cfg.rollout.tensor_parallel_size
         connect(c, cpus_needed=cpus)
         check_capacity(self.device, gpus)
-        engine = engine_settings(cfg)
+        if self.online:  # vLLM loads while the trainers set up
+            self.online.start()
         role = "policy" if self.dpo else "reward"
-        self.model = start_train_group(role, cfg, self.model_path, self.device, trainable=True, engine=engine,
-                                       resources=c.policy)
-        if self.dpo:
-            frozen = engine_settings(cfg)
+        self.model = start_train_group(role, cfg, self.model_path, self.device, trainable=True,
+                                       engine=engine_settings(cfg), resources=c.policy)
+        if self.with_reference:
             self.reference = start_train_group("reference", cfg, self.model_path, self.device, trainable=False,
-                                               engine=frozen)
+                                               engine=engine_settings(cfg))
 
     def stop(self) -> None:
         for group in (self.model, self.reference):
             if group is not None:
                 group.kill()
+        if self.online:
+            self.online.stop()
         self.model = self.reference = None
 
     def restore(self, folder) -> int:
-        return Checkpoints.load(folder, {"model": self.model})["step"]
+        step = Checkpoints.load(folder, {"model": self.model})["step"]
+        if self.online:
+            self.online.send_weights(self.model)
+        return step
 
     def save(self, checkpoints: Checkpoints, step: int) -> None:
         checkpoints.save(step, {"model": self.model}, {"job": self.cfg.job})
@@ -85,48 +130,79 @@ class PreferenceController:
     # ---- the algorithm ----------------------------------------------------------------------------------
     def step(self, step: int) -> dict[str, float]:
         began = time.perf_counter()
-        pairs = batch_at(self.pairs, step, self.cfg.trainer.batch_size, self.cfg.seed)
-        if self.dpo:
-            pairs.update(self.reference_logps(pairs))
-        result = self.model.train(pairs, "dpo" if self.dpo else "pairwise", self.hparams)
+        stats: dict[str, float] = {}
+        if self.online:
+            pairs, stats = self.online.pairs(step)
+            batch = columns(pairs)
+            if not batch:  # every answer of every prompt scored the same: nothing to learn from this step
+                return {**stats, "online/pairs_trained": 0.0}
+        else:
+            batch = batch_at(self.examples, step, self.cfg.trainer.batch_size, self.cfg.seed)
+        if self.with_reference:
+            batch.update(self.reference_logps(batch))
+        result = self.model.train(batch, self.objective, self.hparams)
+        if self.online:
+            self.online.send_weights(self.model)
+            stats["online/pairs_trained"] = float(len(batch["prompt_ids"]))
         elapsed = time.perf_counter() - began
-        tokens = sum(len(p) * 2 + len(c) + len(r)
-                     for p, c, r in zip(pairs["prompt_ids"], pairs["chosen_ids"], pairs["rejected_ids"]))
-        shown = ("loss", "accuracy", "margin", "chosen_reward", "rejected_reward", "chosen_score", "rejected_score",
-                 "preference_loss", "chosen_nll", "grad_norm", "lr")
-        return {**{f"train/{k}": result[k] for k in shown if k in result},
+        sides = (("chosen_ids", "rejected_ids") if "chosen_ids" in batch else ("response_ids",))
+        tokens = sum(len(p) * len(sides) + sum(len(batch[s][i]) for s in sides)
+                     for i, p in enumerate(batch["prompt_ids"]))
+        return {**{f"train/{k}": result[k] for k in SHOWN if k in result}, **stats,
                 "perf/step_s": elapsed, "perf/tokens_per_s": tokens / elapsed}
 
-    def response_logps(self, group, pairs: dict[str, list]) -> tuple[list[float], list[float]]:
-        """Each side's whole-response log-probability under `group` (the mean per token for IPO)."""
+    def response_logps(self, group, pairs: dict[str, list], average: bool | None = None):
+        """Each side's whole-response log-probability under `group` (the mean per token for IPO and ORPO)."""
         rows = group.logprobs(both_sides(pairs))["logp"]
-        average = self.hparams.get("loss_type") == "ipo"
+        average = self.hparams.get("loss_type") in ("ipo", "orpo") if average is None else average
         totals = [sum(r) / max(1, len(r)) if average else sum(r) for r in rows]
         half = len(pairs["prompt_ids"])
         return totals[:half], totals[half:]
 
-    def reference_logps(self, pairs: dict[str, list]) -> dict[str, list[float]]:
-        chosen, rejected = self.response_logps(self.reference, pairs)
+    def reference_logps(self, batch: dict[str, list]) -> dict[str, list[float]]:
+        if self.objective == "kto":
+            rows = self.reference.logprobs({"prompt_ids": batch["prompt_ids"], "response_ids": batch["response_ids"]})
+            return {"ref_total": [sum(r) for r in rows["logp"]]}
+        chosen, rejected = self.response_logps(self.reference, batch)
         return {"ref_chosen": chosen, "ref_rejected": rejected}
 
     def evaluate(self, step: int) -> tuple[dict[str, float], list[dict]]:
         if not self.dpo:
-            scores = self.model.scores(both_sides(self.eval_pairs))["scores"]
-            half = len(scores) // 2
-            gaps = [c - r for c, r in zip(scores[:half], scores[half:])]
-            return {"eval/accuracy": sum(g > 0 for g in gaps) / half, "eval/margin": sum(gaps) / half}, []
-        if self.eval_reference is None:
-            self.eval_reference = self.reference_logps(self.eval_pairs)
-        chosen, rejected = self.response_logps(self.model, self.eval_pairs)
-        beta = self.cfg.algo.beta
-        margins = [beta * ((c - rc) - (r - rr)) for c, r, rc, rr in
-                   zip(chosen, rejected, self.eval_reference["ref_chosen"], self.eval_reference["ref_rejected"])]
-        metrics = {"eval/preference_accuracy": sum(m > 0 for m in margins) / len(margins),
-                   "eval/margin": sum(margins) / len(margins)}
+            metrics = self.ranked_right(self.eval_pairs, "eval")
+            return {**metrics, **(self.ranked_right(self.near_misses, "eval/near_miss") if self.near_misses else {})}, []
+        metrics = self.preference_accuracy() if self.eval_pairs else {}
         max_new = self.cfg.rollout.max_new_tokens
         answered, samples = self.held_out(lambda prompts: self.model.generate({"prompt_ids": prompts},
                                                                               max_new)["response_ids"])
         return {**metrics, **answered}, samples
+
+    def ranked_right(self, pairs: dict[str, list], prefix: str) -> dict[str, float]:
+        """The reward model's pair accuracy and margin (its heads' mean; with several heads, the worst head's)."""
+        heads = self.model.scores(both_sides(pairs))["scores"]
+        half = len(heads) // 2
+        mean, _ = combine_heads(heads)
+        gaps = mean[:half] - mean[half:]
+        metrics = {f"{prefix}/accuracy": float((gaps > 0).mean()), f"{prefix}/margin": float(gaps.mean())}
+        if len(heads[0]) > 1:
+            per_head = [sum(c[h] > r[h] for c, r in zip(heads[:half], heads[half:])) / half
+                        for h in range(len(heads[0]))]
+            metrics[f"{prefix}/worst_head_accuracy"] = float(min(per_head))
+        return metrics
+
+    def preference_accuracy(self) -> dict[str, float]:
+        """How often the policy's implicit reward (its log-ratio to the reference; ORPO: its log-likelihood)
+        ranks the held-out chosen answer first."""
+        beta = self.cfg.algo.beta
+        chosen, rejected = self.response_logps(self.model, self.eval_pairs)
+        if self.with_reference:
+            if self.eval_reference is None:
+                self.eval_reference = dict(zip(("ref_chosen", "ref_rejected"),
+                                               self.response_logps(self.reference, self.eval_pairs)))
+            chosen = [c - rc for c, rc in zip(chosen, self.eval_reference["ref_chosen"])]
+            rejected = [r - rr for r, rr in zip(rejected, self.eval_reference["ref_rejected"])]
+        margins = [beta * (c - r) for c, r in zip(chosen, rejected)]
+        return {"eval/preference_accuracy": sum(m > 0 for m in margins) / len(margins),
+                "eval/margin": sum(margins) / len(margins)}
 
 
 def train(cfg) -> dict[str, float]:

@@ -13,6 +13,7 @@ from rlsys.data.collate import render_ids
 from rlsys.data.job_data import response_ids
 from rlsys.models.builders import end_of_turn_ids, load_tokenizer
 from rlsys.rewards import plain_specs
+from rlsys.rewards.ensemble import combine_heads
 from rlsys.rewards.judge import JudgeReward
 from rlsys.trainers.common import engine_settings, start_train_group
 
@@ -34,12 +35,19 @@ def uses_judge_engines(cfg) -> bool:
 
 
 class RewardModelTerm:
-    """Scores (prompt, completion) with a reward model, re-tokenised with the reward model's own chat template."""
+    """Scores (prompt, completion) with a reward model, re-tokenised with the reward model's own chat template.
+
+    An ensemble's heads make one score as the term's `ensemble` and `ensemble_penalty` say; their spread is
+    reported as reward/<name>_head_std.
+    """
     takes_messages = True
 
-    def __init__(self, group: ActorGroup, model_path: str):
+    def __init__(self, group: ActorGroup, model_path: str, name: str = "reward_model", ensemble: str = "mean",
+                 penalty: float = 0.0):
         self.group = group
         self.tokenizer = load_tokenizer(model_path)
+        self.name, self.ensemble, self.penalty = name, ensemble, penalty
+        self.last_stats: dict[str, float] = {}
 
     def __call__(self, prompts, completions, messages, **columns) -> list[float]:
         prompt_ids, responses = [], []
@@ -48,7 +56,11 @@ class RewardModelTerm:
             prompt_ids.append(ids)
             responses.append(response_ids(self.tokenizer, ids,
                                           conversation + [{"role": "assistant", "content": completion}]))
-        return self.group.scores({"prompt_ids": prompt_ids, "response_ids": responses})["scores"]
+        heads = self.group.scores({"prompt_ids": prompt_ids, "response_ids": responses})["scores"]
+        scores, spread = combine_heads(heads, self.ensemble, self.penalty)
+        if len(heads) and len(heads[0]) > 1:
+            self.last_stats = {f"{self.name}_head_std": float(spread.mean())}
+        return scores
 
 
 @dataclass
@@ -99,7 +111,9 @@ def actor_terms(cfg, actors: RewardActors, policy_judge=None):
     """
     def build(spec: dict):
         if spec["type"] == "model":
-            return spec.get("name") or "reward_model", RewardModelTerm(actors.models[spec["path"]], spec["path"])
+            name = spec.get("name") or "reward_model"
+            return name, RewardModelTerm(actors.models[spec["path"]], spec["path"], name, spec.get("ensemble", "mean"),
+                                         spec.get("ensemble_penalty", 0.0))
         if cfg.judge.model == SELF:
             return spec.get("name") or "judge", policy_judge()
         return spec.get("name") or "judge", judge_term(cfg, actors.judge, cfg.judge.model)

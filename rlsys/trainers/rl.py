@@ -4,6 +4,7 @@
                (env set: multi-turn episodes against environments, rlsys/envs/episodes.py)
                (async, rollout.max_staleness = K > 0: sampled K steps ahead by the policy K versions back)
     rewards  = reward(prompts, completions, columns)     rules, functions, reward models, judges, remote
+               (guards: length penalty, running normalisation, clipping; monitored gold terms logged only)
                (dynamic sampling: again with new prompts until every group's rewards differ)
     old, ref = policy.logprobs(samples), reference.logprobs(samples); values = critic.values(samples)
                (concurrently, and each only when something reads it)
@@ -26,6 +27,7 @@ from actors import weight_sync
 from actors.cluster import resolve_device
 from actors.rollout import Sampling
 from rlsys.algorithms import build_kl_controller, groups_with_spread, kl_penalty, masked_mean
+from rlsys.algorithms.reward_guards import RunningMoments, guard_rewards
 from rlsys.algorithms.shaping import overlong_penalty
 from rlsys.config.validate import ConfigError
 from rlsys.data.collate import pad
@@ -114,6 +116,7 @@ class RLController:
         self.weight_sync = weight_sync.WeightSync(weight_sync.resolve(cfg, self.device),
                                                   int(r.weight_sync_bucket_mb * 2**20))
         self.kl_ctl = build_kl_controller(a.kl_controller, a.kl_coef, a.kl_target, a.kl_horizon)
+        self.reward_moments = RunningMoments() if a.reward_normalize else None
         # One on-policy update per batch needs no forward pass for the sampling policy's logprobs.
         self.needs_old_logp = a.kl_in_reward or a.epochs > 1 or 0 < a.mini_batch_size < cfg.trainer.batch_size
         self.roles: RLRoles | None = None
@@ -148,6 +151,8 @@ class RLController:
     def restore(self, folder) -> int:
         state = Checkpoints.load(folder, self.roles.trainers())
         self.kl_ctl.load_state_dict(state["kl_controller"])
+        if self.reward_moments is not None and "reward_moments" in state:
+            self.reward_moments.load_state_dict(state["reward_moments"])
         self.roles.policy.send_weights(self.roles.rollout.engines, self.weight_sync)
         if self.ahead is not None:  # what was sampled ahead and not trained yet goes back into the buffer
             self.ahead.start(state["step"], [batch_from_dict(b) for b in state.get("rollout_buffer", [])])
@@ -155,8 +160,9 @@ class RLController:
 
     def save(self, checkpoints: Checkpoints, step: int) -> None:
         buffered = [asdict(b) for b in self.ahead.buffered()] if self.ahead is not None else []
+        moments = {"reward_moments": self.reward_moments.state_dict()} if self.reward_moments is not None else {}
         checkpoints.save(step, self.roles.trainers(), {"job": self.cfg.job, "kl_controller": self.kl_ctl.state_dict(),
-                                                       "rollout_buffer": buffered})
+                                                       "rollout_buffer": buffered, **moments})
 
     def finish(self) -> None:
         self.roles.policy.save_hf(str(self.out / "checkpoints" / "final"))
@@ -313,7 +319,21 @@ class RLController:
                                                     self.cfg.rollout.max_new_tokens, a.overlong_buffer,
                                                     a.overlong_penalty)
             scores = scores + per_term["overlong"]
-        return self.grouped(prompt_ids, generated, responses, scores, per_term)
+        return self.grouped(prompt_ids, generated, responses, self.guarded(scores, per_term, generated), per_term)
+
+    def guarded(self, scores: np.ndarray, per_term: dict[str, np.ndarray], generated: list[dict]) -> np.ndarray:
+        """The rewards to train on: the proxy (the terms' sum) through the guards, with the gold (monitored
+        terms) and the proxy kept in per_term for metrics (reward/gold, reward/proxy)."""
+        a = self.cfg.algo
+        per_term["proxy"] = scores
+        if (gold := self.reward.gold(per_term)) is not None:
+            per_term["gold"] = gold
+        if not (a.reward_normalize or a.reward_clip or a.length_penalty):
+            return scores
+        shaped, terms = guard_rewards(scores, [len(g["response_ids"]) for g in generated], self.reward_moments,
+                                      a.reward_clip, a.length_penalty)
+        per_term.update(terms)
+        return shaped
 
     def episode_groups(self, batch: list[dict], prompt_ids: list[list[int]], episodes: list[Trajectory]) -> list[Group]:
         """Episodes scored: the environment's rewards plus the reward terms on each final answer. An episode
@@ -326,7 +346,7 @@ class RLController:
         scores, per_term = self.score(batch, [t.final_answer for t in episodes])
         per_term["env"] = np.array([t.env_reward for t in episodes], dtype=np.float32)
         return self.grouped(prompt_ids, generated, [out["response_ids"] for out in generated],
-                            scores + per_term["env"], per_term)
+                            self.guarded(scores + per_term["env"], per_term, generated), per_term)
 
     def grouped(self, prompt_ids, generated, responses, scores, per_term) -> list[Group]:
         n = self.cfg.algo.n_samples

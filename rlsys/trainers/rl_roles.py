@@ -85,7 +85,9 @@ def cpus_needed(cfg) -> float:
     """Logical CPUs the job's actors reserve (a local Ray is started with at least this many)."""
     c = cfg.cluster
     if cfg.job == "dpo":
-        return c.policy.num_ranks * c.policy.cpus_per_rank + c.reference.num_ranks * c.reference.cpus_per_rank
+        reference = c.reference.num_ranks * c.reference.cpus_per_rank if cfg.algo.preference_loss != "orpo" else 0
+        online = cfg.rollout.num_engines + reward_devices(cfg)[0] if cfg.algo.online else 0
+        return c.policy.num_ranks * c.policy.cpus_per_rank + reference + online
     if cfg.job not in ("grpo", "ppo"):
         return c.policy.num_ranks * c.policy.cpus_per_rank
     return sum(g.num_ranks * g.cpus_per_rank for g in trainer_roles(cfg)) + cfg.rollout.num_engines + reward_devices(cfg)[0]

@@ -1,11 +1,14 @@
 """Preference learning and AI feedback on the real stack: a reward model, DPO, and GRPO scored by both a reward
 model and the policy judging itself."""
+from pathlib import Path
+
 import pytest
 import torch
 
 from tests.e2e.conftest import run_job
 
 pytestmark = pytest.mark.e2e
+SHAPED_REWARDS = Path(__file__).parent / "shaped_rewards.py"
 
 
 def evals(metrics: list[dict], key: str = "eval/accuracy") -> list[float]:
@@ -66,3 +69,28 @@ def test_grpo_with_a_reward_model_and_a_self_judge_runs_end_to_end(reward_model,
     for key in ("reward/rm", "reward/judge", "reward/judge_parse_failures"):
         assert all(key in m for m in steps), key
     assert any(m["reward/rm"] != 0 for m in steps), "the reward model scored the samples"
+
+
+@pytest.mark.parametrize("loss", ["kto", "orpo"])
+def test_kto_and_orpo_learn_to_prefer_the_right_answer(loss, sft_model, tmp_path):
+    """KTO from the pairs split into thumbs up / down rows, ORPO with no reference model at all."""
+    metrics = run_job("dpo", tmp_path, f"model.path={sft_model[0] / 'checkpoints' / 'final'}",
+                      f"algo.preference_loss={loss}", "trainer.max_steps=40", "trainer.eval_every=20",
+                      "trainer.eval_samples=200")
+    preference = evals(metrics, "eval/preference_accuracy")
+    assert preference[-1] > max(0.6, preference[0] + 0.05), f"{loss}: held-out preference accuracy {preference}"
+    accuracy = evals(metrics)
+    assert accuracy[-1] >= accuracy[0], f"{loss}: held-out accuracy {accuracy}"
+
+
+def test_online_dpo_learns_from_pairs_of_its_own_samples(sft_model, tmp_path):
+    """Each step the policy answers 16 prompts 4 times on vLLM; the best against the worst by the reward train it."""
+    metrics = run_job("dpo", tmp_path, f"model.path={sft_model[0] / 'checkpoints' / 'final'}", "algo.online=true",
+                      f"reward=[{{type:function,path:'{SHAPED_REWARDS}:leading_one'}}]", "algo.n_samples=4",
+                      "trainer.batch_size=16", "trainer.max_steps=12", "algo.round_steps=2", "trainer.eval_samples=50")
+    steps = [m for m in metrics if "online/pairs_trained" in m]
+    assert len(steps) == 12 and all(m["online/pairs_trained"] > 0 for m in steps)
+    rounds = [m for m in steps if "online/pairs" in m]
+    assert [m["step"] for m in rounds] == [1, 3, 5, 7, 9, 11], "new samples every algo.round_steps steps"
+    rewards = [m["online/reward_mean"] for m in rounds]
+    assert sum(rewards[-2:]) > sum(rewards[:2]), f"the policy's own answers score higher: {rewards}"

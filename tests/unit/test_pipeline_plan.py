@@ -20,7 +20,11 @@ def test_rm_then_ppo_scores_with_the_trained_reward_model(tmp_path):
     configs = {stage: stage_config(cfg, stage, parent) for stage, parent in PLANS["rm+ppo"]}
     assert configs["rm"].job == "rm" and configs["rm"].trainer.max_steps == 7
     assert configs["rm"].model.path == configs["ppo"].model.path == str(tmp_path / "sft" / "checkpoints" / "final")
-    assert [(t.type, t.path) for t in configs["ppo"].reward] == [("model", str(tmp_path / "rm" / "checkpoints" / "final"))]
+    rm, gold = configs["ppo"].reward
+    assert (rm.type, rm.path, rm.monitor) == ("model", str(tmp_path / "rm" / "checkpoints" / "final"), False)
+    assert (gold.type, gold.name, gold.monitor) == ("rule", "answer_match", True), "the answer check is only watched"
+    assert rm.ensemble_penalty > 0 and configs["rm"].algo.reward_heads > 1, "an ensemble whose doubt costs reward"
+    assert configs["ppo"].trainer.stop_on_gold_drop and configs["ppo"].algo.reward_normalize
     assert configs["ppo"].output_dir == str(tmp_path / "ppo")
 
 

@@ -22,9 +22,15 @@ def config(*overrides: str):
 
 
 def test_embedded_pairs_have_several_distinct_rejects_per_problem(tokenizer):
-    pairs = preference_pairs(config("data.task.rejected_per_problem=3"), tokenizer, "train")
+    pairs = preference_pairs(config("data.task.rejected_per_problem=3", "data.task.near_misses=false"), tokenizer,
+                             "train")
     first = [p for p in pairs if p["prompt_ids"] == pairs[0]["prompt_ids"]]
     assert len(first) == 3 and len({tuple(p["rejected_ids"]) for p in first}) == 3
+    hard = preference_pairs(config("data.task.rejected_per_problem=3"), tokenizer, "train")  # rm: near misses on
+    rejects = {tokenizer.decode(p["rejected_ids"], skip_special_tokens=True) for p in hard
+               if p["prompt_ids"] == pairs[0]["prompt_ids"]}
+    answer = int(tokenizer.decode(first[0]["chosen_ids"], skip_special_tokens=True))
+    assert {str(answer + 1), str(answer - 1)} <= rejects and len(rejects) >= 3, "every off-by-one is a rejected answer"
     assert all(p["chosen_ids"] != p["rejected_ids"] for p in pairs)
     assert all(p["chosen_ids"][-1] == tokenizer.eos_token_id for p in pairs), "responses end at end-of-turn"
     assert len(preference_pairs(config(), tokenizer, "eval")) == 500, "one pair per held-out problem"
