@@ -6,13 +6,13 @@ import sys
 
 
 JOBS = {
-    "pipeline": "pretrain -> SFT -> GRPO (or PPO) on the embedded task; prints held-out accuracy per stage",
+    "pipeline": "pretrain -> SFT -> GRPO (or PPO, DPO, rm+ppo) on the embedded task; held-out accuracy per stage",
     "pretrain": "next-token pretraining on packed raw text; large sources streamed, mixed by weight (data.mixture)",
     "sft": "supervised fine-tuning on chat data, loss on assistant tokens only (optional LoRA, packing, streaming)",
     "grpo": "GRPO: vLLM rollouts, group-normalised advantages, policy / reference / rollout actors",
     "ppo": "PPO: GAE with a critic, clipped policy and value losses, KL to the reference",
-    "rm": "a reward model on preference pairs (Bradley-Terry); loads in AutoModelForSequenceClassification",
-    "dpo": "DPO on preference pairs against a frozen reference (algo.preference_loss=ipo, algo.label_smoothing)",
+    "rm": "a reward model (or an ensemble of heads) on preference pairs, Bradley-Terry; loads in transformers",
+    "dpo": "DPO / IPO / KTO / ORPO on preference data; algo.online=true: pairs of the policy's own samples",
     "distill": "a teacher (distill.teacher) answers the prompts, the best answers fine-tune the student (model.path)",
     "eval": "score checkpoints (eval.models) on data.eval by reward terms, and against eval.against by a judge",
     "serve-reward": "an HTTP reward server (bearer token, size limits) over any reward: rules, model, judge",

@@ -16,12 +16,12 @@ import numpy as np
 
 from actors import weight_sync
 from actors.rollout import RolloutGroup, Sampling
-from rlsys import watchdog
 from rlsys.data.job_data import encode_prompts, prompt_rows
 from rlsys.models.builders import end_of_turn_ids
 from rlsys.rewards import build_reward
 from rlsys.trainers.evaluate import check_columns
-from rlsys.trainers.reward_roles import (RewardActors, actor_terms, judge_term, reward_specs, start_reward_actors)
+from rlsys.trainers.reward_roles import (RewardActors, actor_terms, judge_term, reward_specs, score_samples,
+                                        start_reward_actors)
 from rlsys.trainers.rl_roles import rollout_placement, rollout_spec, start_judge_engines
 from rlsys.trainers.supervised import batch_at
 
@@ -111,12 +111,5 @@ class OnlinePairs:
         return per_step, stats
 
     def score(self, rows: list[dict], responses: list[list[int]]) -> np.ndarray:
-        n = self.cfg.algo.n_samples
         completions = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
-        prompts = [row["messages"][-1]["content"] for row in rows for _ in range(n)]
-        columns = {k: [row.get(k) for row in rows for _ in range(n)] for k in rows[0] if k != "messages"}
-        messages = [row["messages"] for row in rows for _ in range(n)]
-        total, _ = watchdog.call(self.reward, prompts, completions, columns, messages=messages, kind="reward_s",
-                                 role=f"the reward ({', '.join(self.reward.names)})",
-                                 call=f"scoring {len(prompts)} samples")
-        return total
+        return score_samples(self.reward, rows, completions, self.cfg.algo.n_samples)[0]

@@ -12,7 +12,8 @@ from actors.rollout import RolloutGroup, Sampling
 from rlsys.data.collate import render_ids
 from rlsys.data.job_data import response_ids
 from rlsys.models.builders import end_of_turn_ids, load_tokenizer
-from rlsys.rewards import plain_specs
+from rlsys import watchdog
+from rlsys.rewards import WeightedReward, plain_specs
 from rlsys.rewards.ensemble import combine_heads
 from rlsys.rewards.judge import JudgeReward
 from rlsys.trainers.common import engine_settings, start_train_group
@@ -23,6 +24,15 @@ SELF = "policy"
 def reward_specs(cfg) -> list[dict]:
     """The `reward` terms as plain dicts without unset keys (what `build_reward` takes)."""
     return plain_specs(cfg.reward)
+
+
+def score_samples(reward: WeightedReward, rows: list[dict], completions: list[str], n: int):
+    """(total, per term) of n completions per row (in row order), under the reward_s watchdog."""
+    prompts = [row["messages"][-1]["content"] for row in rows for _ in range(n)]
+    columns = {k: [row.get(k) for row in rows for _ in range(n)] for k in rows[0] if k != "messages"}
+    messages = [row["messages"] for row in rows for _ in range(n)]
+    return watchdog.call(reward, prompts, completions, columns, messages=messages, kind="reward_s",
+                         role=f"the reward ({', '.join(reward.names)})", call=f"scoring {len(prompts)} samples")
 
 
 def actor_reward_specs(cfg) -> list[dict]:

@@ -35,14 +35,13 @@ from rlsys.data.job_data import encode_prompts, prompt_rows
 from rlsys.envs import loading as envs
 from rlsys.envs.episodes import Trajectory, episode_runner
 from rlsys.models.builders import end_of_turn_ids, load_tokenizer
-from rlsys import watchdog
 from rlsys.rewards import build_reward
 from rlsys.trainers.advantages import estimate_advantages
 from rlsys.trainers.ahead import AheadRollouts, Batch
 from rlsys.trainers.common import Checkpoints, base_model_path, mean_metrics, prepare_output_dir
 from rlsys.trainers.evaluate import HeldOut, check_columns
 from rlsys.trainers.loop import run_steps
-from rlsys.trainers.reward_roles import actor_terms, judge_term, reward_specs
+from rlsys.trainers.reward_roles import actor_terms, judge_term, reward_specs, score_samples
 from rlsys.trainers.rl_roles import RLRoles, start_roles
 from rlsys.trainers.samples import response_metrics, rewards_before_last_turn, training_samples
 from rlsys.trainers.supervised import batch_at
@@ -371,13 +370,7 @@ class RLController:
         return generated
 
     def score(self, batch: list[dict], completions: list[str]):
-        n = self.cfg.algo.n_samples
-        prompts = [row["messages"][-1]["content"] for row in batch for _ in range(n)]
-        columns = {k: [row.get(k) for row in batch for _ in range(n)] for k in batch[0] if k != "messages"}
-        messages = [row["messages"] for row in batch for _ in range(n)]
-        return watchdog.call(self.reward, prompts, completions, columns, messages=messages, kind="reward_s",
-                             role=f"the reward ({', '.join(self.reward.names)})",
-                             call=f"scoring {len(prompts)} samples")
+        return score_samples(self.reward, batch, completions, self.cfg.algo.n_samples)
 
     def evaluate(self, step: int) -> tuple[dict[str, float], list[dict]]:
         if self.episodes is not None:
