@@ -81,7 +81,8 @@ class OnlinePairs:
 
     def pairs(self, step: int) -> tuple[list[dict], dict[str, float]]:
         """Step `step`'s pairs: at a round's first step the policy answers the round's prompts and the pairs
-        of the whole round are made. A pure function of (seed, round) and the policy, so resume is exact."""
+        of the whole round are made (prompts and sampling seeds a function of the round). A run resumed in the
+        middle of a round samples that round again, with the restored policy."""
         a = self.cfg.algo
         index = (step - 1) % a.round_steps
         if index == 0 or not self.round:

@@ -148,6 +148,10 @@ class RLController:
             self.ahead = None
 
     def restore(self, folder) -> int:
+        if self.ahead is not None and self.ahead.running:  # mid-run (the gold stop's best step): sample anew from it
+            self.ahead.stop()
+            self.ahead.join()
+            self.ahead = AheadRollouts(self.sample_batch, self.cfg.rollout.max_staleness, self.cfg.trainer.max_steps)
         state = Checkpoints.load(folder, self.roles.trainers())
         self.kl_ctl.load_state_dict(state["kl_controller"])
         if self.reward_moments is not None and "reward_moments" in state:
