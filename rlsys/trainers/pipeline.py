@@ -29,9 +29,10 @@ AGENT_STAGES = {"pretrain": [], "sft": ["trainer.max_steps=40"],
                 "grpo": ["trainer.batch_size=16", "trainer.max_steps=150", "trainer.eval_every=50"]}
 
 
-# The rm+ppo plan's guards against reward hacking (README, "Reward hacking"): an ensemble of reward heads
-# whose disagreement lowers the score, PPO on the normalised and clipped reward, the answer check as the gold
-# monitor, and the run stopped with its best checkpoint by gold when the gold falls while the proxy rises.
+# The rm+ppo plan's guards against reward hacking: an ensemble of reward heads whose disagreement lowers the
+# score, PPO on the normalised and clipped reward, the answer check as the gold monitor, and the run stopped
+# with its best checkpoint by gold when the gold falls while the proxy rises. The stop is what keeps held-out
+# accuracy above SFT's; without it PPO ends below (README, "Reward hacking").
 RM_PPO_STAGES = {"rm": ["algo.reward_heads=4"],
                  "ppo": ["algo.reward_normalize=true", "algo.reward_clip=3.0", "trainer.stop_on_gold_drop=true"]}
 ENSEMBLE_PENALTY = 1.0
