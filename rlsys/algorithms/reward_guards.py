@@ -53,3 +53,23 @@ def guard_rewards(scores: np.ndarray, lengths: list[int], moments: RunningMoment
         terms["clipped"] = (np.abs(shaped) > clip).astype(np.float64)  # the share cut, as reward/clipped
         shaped = np.clip(shaped, -clip, clip)
     return shaped, terms
+
+
+class RewardGuards:
+    """A run's guards (algo.reward_normalize, reward_clip, length_penalty) and the running moments they keep."""
+
+    def __init__(self, algo):
+        self.clip, self.length_penalty = algo.reward_clip, algo.length_penalty
+        self.moments = RunningMoments() if algo.reward_normalize else None
+
+    def __call__(self, scores: np.ndarray, lengths: list[int]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        if self.moments is None and not self.clip and not self.length_penalty:
+            return scores, {}
+        return guard_rewards(scores, lengths, self.moments, self.clip, self.length_penalty)
+
+    def state_dict(self) -> dict:
+        return self.moments.state_dict() if self.moments is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.moments is not None and state:
+            self.moments.load_state_dict(state)

@@ -15,14 +15,14 @@ import time
 import numpy as np
 
 from actors import weight_sync
-from actors.rollout import RolloutGroup, Sampling
+from actors.rollout import RolloutGroup
 from rlsys.data.job_data import encode_prompts, prompt_rows
 from rlsys.models.builders import end_of_turn_ids
 from rlsys.rewards import build_reward
 from rlsys.trainers.evaluate import check_columns
 from rlsys.trainers.reward_roles import (RewardActors, actor_terms, judge_term, reward_specs, score_samples,
                                         start_reward_actors)
-from rlsys.trainers.rl_roles import rollout_placement, rollout_spec, start_judge_engines
+from rlsys.trainers.rl_roles import rollout_sampling, start_engines, start_judge_engines
 from rlsys.trainers.supervised import batch_at
 
 
@@ -48,11 +48,9 @@ class OnlinePairs:
         self.specs = reward_specs(cfg)
         self.reward = build_reward(self.specs)  # checked now; rebuilt with its actors in start()
         check_columns(self.reward, self.rows, cfg.data.train or "the embedded task's prompts")
-        r = cfg.rollout
-        self.sampling = Sampling(n=cfg.algo.n_samples, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
-                                 max_new_tokens=r.max_new_tokens, stop=list(r.stop),
-                                 stop_token_ids=end_of_turn_ids(tokenizer))
-        self.sync = weight_sync.WeightSync(weight_sync.resolve(cfg, device), int(r.weight_sync_bucket_mb * 2**20))
+        self.sampling = rollout_sampling(cfg, end_of_turn_ids(tokenizer))
+        self.sync = weight_sync.WeightSync(weight_sync.resolve(cfg, device),
+                                           int(cfg.rollout.weight_sync_bucket_mb * 2**20))
         self.engines: RolloutGroup | None = None
         self.rewards = RewardActors()
         self.round: list[list[dict]] = []  # the current round's pairs, one list per step
@@ -60,10 +58,8 @@ class OnlinePairs:
 
     def start(self) -> None:
         cfg = self.cfg
-        env = {"VLLM_CPU_OMP_THREADS_BIND": "nobind"} if self.device == "cpu" else {}
-        spec = rollout_spec(cfg, self.model_path, self.device, False, weight_sync=self.sync.kind)
-        self.engines = RolloutGroup(cfg.rollout.backend, spec, rollout_placement(cfg, self.device,
-                                                                                 cfg.rollout.num_engines), env=env)
+        self.engines = start_engines(cfg, self.model_path, self.device, cfg.rollout.num_engines,
+                                     weight_sync=self.sync.kind)
         start_reward_actors(cfg, self.device, self.rewards, lambda: start_judge_engines(cfg, self.device))
         policy_judge = lambda: judge_term(cfg, self.engines, self.model_path)
         self.reward = build_reward(self.specs, actor_term=actor_terms(cfg, self.rewards, policy_judge))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from actors import weight_sync
 from actors.cluster import resolve_device
 from actors.rollout import Sampling
 from rlsys.algorithms import build_kl_controller, groups_with_spread, kl_penalty, masked_mean
-from rlsys.algorithms.reward_guards import RunningMoments, guard_rewards
+from rlsys.algorithms.reward_guards import RewardGuards
 from rlsys.algorithms.shaping import overlong_penalty
 from rlsys.config.validate import ConfigError
 from rlsys.data.collate import pad
@@ -42,8 +42,9 @@ from rlsys.trainers.common import Checkpoints, base_model_path, mean_metrics, pr
 from rlsys.trainers.evaluate import HeldOut, check_columns
 from rlsys.trainers.loop import run_steps
 from rlsys.trainers.reward_roles import actor_terms, judge_term, reward_specs, score_samples
-from rlsys.trainers.rl_roles import RLRoles, start_roles
-from rlsys.trainers.samples import response_metrics, rewards_before_last_turn, training_samples
+from rlsys.trainers.rl_roles import RLRoles, rollout_sampling, start_roles
+from rlsys.trainers.samples import (Group, batch_from_dict, ragged, response_metrics, rewards_before_last_turn,
+                                   training_samples)
 from rlsys.trainers.supervised import batch_at
 
 
@@ -105,8 +106,7 @@ class RLController:
         check_columns(self.reward, self.rows, cfg.data.train or "the embedded task's prompts")
         self.held_out = HeldOut(cfg, self.tokenizer, self.reward if cfg.eval.reward is None else None)
         stops = end_of_turn_ids(self.tokenizer)
-        self.sampling = Sampling(n=a.n_samples, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
-                                 max_new_tokens=r.max_new_tokens, stop=list(r.stop), stop_token_ids=stops)
+        self.sampling = rollout_sampling(cfg, stops)
         self.greedy = Sampling(n=1, temperature=0.0, max_new_tokens=r.max_new_tokens, stop=list(r.stop),
                                stop_token_ids=stops)
         self.episodes = episode_runner(cfg, self.tokenizer, self.model_path, stops) if envs.enabled(cfg) else None
@@ -115,7 +115,7 @@ class RLController:
         self.weight_sync = weight_sync.WeightSync(weight_sync.resolve(cfg, self.device),
                                                   int(r.weight_sync_bucket_mb * 2**20))
         self.kl_ctl = build_kl_controller(a.kl_controller, a.kl_coef, a.kl_target, a.kl_horizon)
-        self.reward_moments = RunningMoments() if a.reward_normalize else None
+        self.guards = RewardGuards(a)
         # One on-policy update per batch needs no forward pass for the sampling policy's logprobs.
         self.needs_old_logp = a.kl_in_reward or a.epochs > 1 or 0 < a.mini_batch_size < cfg.trainer.batch_size
         self.roles: RLRoles | None = None
@@ -154,8 +154,7 @@ class RLController:
             self.ahead = AheadRollouts(self.sample_batch, self.cfg.rollout.max_staleness, self.cfg.trainer.max_steps)
         state = Checkpoints.load(folder, self.roles.trainers())
         self.kl_ctl.load_state_dict(state["kl_controller"])
-        if self.reward_moments is not None and "reward_moments" in state:
-            self.reward_moments.load_state_dict(state["reward_moments"])
+        self.guards.load_state_dict(state.get("reward_guards", {}))
         self.roles.policy.send_weights(self.roles.rollout.engines, self.weight_sync)
         if self.ahead is not None:  # what was sampled ahead and not trained yet goes back into the buffer
             self.ahead.start(state["step"], [batch_from_dict(b) for b in state.get("rollout_buffer", [])])
@@ -163,9 +162,9 @@ class RLController:
 
     def save(self, checkpoints: Checkpoints, step: int) -> None:
         buffered = [asdict(b) for b in self.ahead.buffered()] if self.ahead is not None else []
-        moments = {"reward_moments": self.reward_moments.state_dict()} if self.reward_moments is not None else {}
-        checkpoints.save(step, self.roles.trainers(), {"job": self.cfg.job, "kl_controller": self.kl_ctl.state_dict(),
-                                                       "rollout_buffer": buffered, **moments})
+        state = {"job": self.cfg.job, "kl_controller": self.kl_ctl.state_dict(), "rollout_buffer": buffered,
+                 "reward_guards": self.guards.state_dict()}
+        checkpoints.save(step, self.roles.trainers(), state)
 
     def finish(self) -> None:
         self.roles.policy.save_hf(str(self.out / "checkpoints" / "final"))
@@ -327,14 +326,10 @@ class RLController:
     def guarded(self, scores: np.ndarray, per_term: dict[str, np.ndarray], generated: list[dict]) -> np.ndarray:
         """The rewards to train on: the proxy (the terms' sum) through the guards, with the gold (monitored
         terms) and the proxy kept in per_term for metrics (reward/gold, reward/proxy)."""
-        a = self.cfg.algo
         per_term["proxy"] = scores
         if (gold := self.reward.gold(per_term)) is not None:
             per_term["gold"] = gold
-        if not (a.reward_normalize or a.reward_clip or a.length_penalty):
-            return scores
-        shaped, terms = guard_rewards(scores, [len(g["response_ids"]) for g in generated], self.reward_moments,
-                                      a.reward_clip, a.length_penalty)
+        shaped, terms = self.guards(scores, [len(g["response_ids"]) for g in generated])
         per_term.update(terms)
         return shaped
 
@@ -380,26 +375,6 @@ class RLController:
         if self.episodes is not None:
             return self.held_out.episodes(self.episodes, self.turns(self.greedy))
         return self.held_out(lambda prompts: [s["response_ids"] for s in self.generate(prompts, self.greedy)])
-
-
-@dataclass
-class Group:
-    """One prompt and its n scored samples."""
-    prompt_ids: list[int]
-    generated: list[dict]
-    response_ids: list[list[int]]
-    scores: list[float]
-    per_term: dict[str, list[float]]
-    has_spread: bool  # not all samples scored the same
-
-
-def batch_from_dict(saved: dict) -> Batch:
-    groups = lambda items: [Group(**g) for g in items]
-    return Batch(**{**saved, "groups": groups(saved["groups"]), "sampled": groups(saved["sampled"])})
-
-
-def ragged(tensor: torch.Tensor, lengths: list[int]) -> list[list[float]]:
-    return [row[:n] for row, n in zip(tensor.tolist(), lengths)]
 
 
 def train(cfg) -> dict[str, float]:

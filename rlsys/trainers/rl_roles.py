@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from actors.cluster import check_capacity, connect, node_label_resources, shared_placement
 from actors.group import ActorGroup, Placement, create_placement
-from actors.rollout import RolloutGroup, RolloutSpec
+from actors.rollout import RolloutGroup, RolloutSpec, Sampling
 from actors.weight_sync import resolve as resolve_weight_sync
 from rlsys.trainers.common import engine_settings, start_train_group
 from rlsys.trainers.reward_roles import RewardActors, actor_reward_specs, start_reward_actors, uses_judge_engines
@@ -60,11 +60,20 @@ def rollout_placement(cfg, device: str, num_engines: int) -> Placement:
     return Placement(group, list(range(num_engines)), num_gpus=gpus, num_cpus=1.0)
 
 
-def start_engines(cfg, model_path: str, device: str, num_engines: int, max_model_len: int | None = None) -> RolloutGroup:
-    """Rollout engines serving another model than the policy (a judge, a distillation teacher)."""
+def start_engines(cfg, model_path: str, device: str, num_engines: int, max_model_len: int | None = None,
+                  weight_sync: str = "object_store") -> RolloutGroup:
+    """Rollout engines on devices of their own: another model than the policy (a judge, a distillation teacher),
+    or the policy of a job without colocation (online DPO), its new weights arriving by `weight_sync`."""
     env = {"VLLM_CPU_OMP_THREADS_BIND": "nobind"} if device == "cpu" else {}
-    return RolloutGroup(cfg.rollout.backend, rollout_spec(cfg, model_path, device, False, max_model_len),
-                        rollout_placement(cfg, device, num_engines), env=env)
+    spec = rollout_spec(cfg, model_path, device, False, max_model_len, weight_sync=weight_sync)
+    return RolloutGroup(cfg.rollout.backend, spec, rollout_placement(cfg, device, num_engines), env=env)
+
+
+def rollout_sampling(cfg, stop_token_ids: list[int]) -> Sampling:
+    """How the policy samples: algo.n_samples answers per prompt with the rollout.* settings."""
+    r = cfg.rollout
+    return Sampling(n=cfg.algo.n_samples, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
+                    max_new_tokens=r.max_new_tokens, stop=list(r.stop), stop_token_ids=stop_token_ids)
 
 
 def start_judge_engines(cfg, device: str) -> RolloutGroup:

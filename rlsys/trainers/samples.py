@@ -1,10 +1,13 @@
 """What the trainers read of sampled groups: per-sample records of single answers or multi-turn episodes."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from rlsys.envs.episodes import episode_metrics
+from rlsys.trainers.ahead import Batch
 
 CLIPPED = ("length", "max_turns", "max_total_tokens")  # a response or episode that ran out of room
 
@@ -51,3 +54,23 @@ def response_metrics(generated: list[dict], scores: list[float], gen_s: float, m
     if multi_turn:
         metrics |= episode_metrics(generated) | {"env/episode_reward": float(np.mean(scores))}
     return metrics
+
+
+@dataclass
+class Group:
+    """One prompt and its n scored samples."""
+    prompt_ids: list[int]
+    generated: list[dict]
+    response_ids: list[list[int]]
+    scores: list[float]
+    per_term: dict[str, list[float]]
+    has_spread: bool  # not all samples scored the same
+
+
+def batch_from_dict(saved: dict) -> Batch:
+    groups = lambda items: [Group(**g) for g in items]
+    return Batch(**{**saved, "groups": groups(saved["groups"]), "sampled": groups(saved["sampled"])})
+
+
+def ragged(tensor: torch.Tensor, lengths: list[int]) -> list[list[float]]:
+    return [row[:n] for row, n in zip(tensor.tolist(), lengths)]
