@@ -5,7 +5,7 @@ import os
 
 import ray
 
-from actors.group import Placement, create_placement
+from rlsys.actors.group import Placement, create_placement
 from rlsys.errors import ClusterError
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import ray
 
-from actors.group import Placement, actor_location, release
+from rlsys.actors.group import Placement, actor_location, release
 from rlsys import watchdog
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -77,7 +77,7 @@ class VLLMEngine:
             model=spec.model_path, dtype=str(resolve_dtype(spec.dtype, spec.device)).replace("torch.", ""),
             seed=spec.seed, max_model_len=spec.max_model_len, tensor_parallel_size=spec.tensor_parallel_size,
             gpu_memory_utilization=spec.gpu_memory_utilization, enforce_eager=spec.device == "cpu",
-            enable_sleep_mode=spec.enable_sleep, worker_extension_cls="actors.vllm_extension.WeightReceiver",
+            enable_sleep_mode=spec.enable_sleep, worker_extension_cls="rlsys.actors.vllm_extension.WeightReceiver",
             logprobs_mode="processed_logprobs", enable_prefix_caching=False,
             enable_chunked_prefill=False if spec.device == "cpu" else None, **extra)
 

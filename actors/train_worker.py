@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from actors.group import ALL, RANK0, SPLIT, actor_location, dispatch, free_port
-from actors.rollout import first_stop
-from actors.weight_sync import WeightSync, sender
+from rlsys.actors.group import ALL, RANK0, SPLIT, actor_location, dispatch, free_port
+from rlsys.actors.rollout import first_stop
+from rlsys.actors.weight_sync import WeightSync, sender
 from rlsys.models.builders import end_of_turn_ids
 from rlsys.engine.batch import with_loss_weights
 

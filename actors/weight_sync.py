@@ -18,7 +18,7 @@ from pathlib import Path
 import ray
 import torch
 
-from actors.group import free_port
+from rlsys.actors.group import free_port
 from rlsys.engine.weights import buckets, gathered, is_peft, iter_hf_weights
 
 # the layers vLLM can apply a LoRA adapter to (the decoder's linear projections)

@@ -25,7 +25,7 @@ CPU_LAYOUT = "rollout.num_engines=1 cluster.policy.cpus_per_rank=1"
 
 def run(name: str, overrides: list[str]) -> dict:
     out = OUT / name
-    command = [sys.executable, "-m", "launchers.cli", "grpo", f"output_dir={out}", "logger=[jsonl]", "resume=false",
+    command = [sys.executable, "-m", "rlsys", "grpo", f"output_dir={out}", "logger=[jsonl]", "resume=false",
                *overrides]
     wall = timed_run(name, command, dict(os.environ), OUT / f"{name}.log")
     return {"wall_s": wall, **run_summary(str(out))}

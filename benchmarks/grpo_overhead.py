@@ -22,8 +22,8 @@ BREAKDOWN = ("gen", "score", "ref", "train", "sync")
 def bare_generation(model_path: str, prompts: list[list[int]], n: int, max_tokens: int, temperature: float) -> float:
     import ray
 
-    from actors.group import Placement, create_placement
-    from actors.rollout import RolloutGroup, RolloutSpec, Sampling
+    from rlsys.actors.group import Placement, create_placement
+    from rlsys.actors.rollout import RolloutGroup, RolloutSpec, Sampling
 
     placement = Placement(create_placement(1, gpus=0, cpus=1), [0], num_gpus=0, num_cpus=1)
     group = RolloutGroup("vllm", RolloutSpec(model_path=model_path, device="cpu", max_model_len=256,

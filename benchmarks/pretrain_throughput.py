@@ -76,7 +76,7 @@ def run_rlsys(model_dir: Path, corpus: Path, args, extra: list[str]) -> dict:
 
     out = OUT / "rlsys"
     cores = os.cpu_count() or 1
-    command = [sys.executable, "-m", "launchers.cli", "pretrain", f"output_dir={out}", f"model.path={model_dir}",
+    command = [sys.executable, "-m", "rlsys", "pretrain", f"output_dir={out}", f"model.path={model_dir}",
                f"data.train={corpus}", "data.streaming=true", f"data.max_length={args.block}",
                f"trainer.batch_size={args.batch}", f"trainer.max_steps={args.steps}", f"trainer.lr={args.lr}",
                "trainer.warmup_steps=0", "trainer.lr_schedule=constant", f"trainer.max_tokens_per_micro_batch="

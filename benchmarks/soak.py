@@ -67,8 +67,8 @@ def monitor(out: Path, gcs_address: str, stop: threading.Event, samples: list[di
 def main(overrides: list[str]) -> None:
     import ray
 
-    from actors.cluster import QUIET_ENV
-    from launchers.run import run_config
+    from rlsys.actors.cluster import QUIET_ENV
+    from rlsys.launchers.run import run_config
     from rlsys.config.compose import compose_job
 
     out = Path(tempfile.mkdtemp(prefix="rlsys_soak_"))

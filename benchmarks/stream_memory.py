@@ -56,7 +56,7 @@ class Sampler(threading.Thread):
 
 
 def run(corpus: Path, model: Path, out: Path, steps: int, extra: list[str]) -> dict:
-    command = [sys.executable, "-m", "launchers.cli", "pretrain", f"output_dir={out}", f"model.path={model}",
+    command = [sys.executable, "-m", "rlsys", "pretrain", f"output_dir={out}", f"model.path={model}",
                f"data.train={corpus}", "data.streaming=true", f"trainer.max_steps={steps}", "trainer.batch_size=32", "data.max_length=128",
                "cluster.policy.num_ranks=2", "logger=[jsonl]", "resume=false", "trainer.eval_samples=0", *extra]
     print(f"running on {corpus} ({sum(p.stat().st_size for p in corpus.glob('*.jsonl')) / 2**30:.2f} GB)", flush=True)

@@ -114,7 +114,7 @@ def run_trl(overrides: list[str]) -> dict:
 
 
 def run_rlsys(overrides: list[str]) -> dict:
-    wall = timed_run("rlsys", [sys.executable, "-m", "launchers.cli", "grpo", *overrides], dict(os.environ),
+    wall = timed_run("rlsys", [sys.executable, "-m", "rlsys", "grpo", *overrides], dict(os.environ),
                      OUT / "rlsys.log")
     return {"wall_s": wall, **run_summary([o.split("=", 1)[1] for o in overrides if o.startswith("output_dir=")][-1])}
 

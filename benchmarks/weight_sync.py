@@ -39,8 +39,8 @@ def build_model(folder: Path, layers: int) -> str:
 def start(model: str, device: str, kind: str):
     from omegaconf import OmegaConf
 
-    from actors.group import Placement, create_placement
-    from actors.rollout import RolloutGroup
+    from rlsys.actors.group import Placement, create_placement
+    from rlsys.actors.rollout import RolloutGroup
     from rlsys.config.schema import JobConfig
     from rlsys.trainers.common import engine_settings, start_train_group
     from rlsys.trainers.rl_roles import rollout_spec
@@ -67,7 +67,7 @@ def logprob_gap(policy, rollout) -> float:
 
 
 def measure(model: str, device: str, kind: str, repeats: int) -> dict:
-    from actors.weight_sync import WeightSync
+    from rlsys.actors.weight_sync import WeightSync
 
     policy, rollout = start(model, device, kind)
     sync = WeightSync(kind)
@@ -93,7 +93,7 @@ def main() -> None:
     import ray
     import torch
 
-    from actors.cluster import QUIET_ENV
+    from rlsys.actors.cluster import QUIET_ENV
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     OUT.mkdir(parents=True, exist_ok=True)

@@ -21,12 +21,12 @@ JOBS = {
 
 # Commands that manage runs rather than train: (module, function, one line of help)
 TOOLS = {
-    "submit": ("launchers.submit", "main_submit", "submit JOB overrides... to a Ray cluster and follow its logs"),
-    "status": ("launchers.submit", "main_status", "status of a submitted job"),
-    "logs": ("launchers.submit", "main_logs", "logs of a submitted job (-f to follow)"),
-    "stop": ("launchers.submit", "main_stop", "stop a submitted job"),
-    "k8s": ("launchers.k8s", "main_k8s", "print a KubeRay RayJob (or --cluster: RayCluster) for JOB overrides..."),
-    "report": ("launchers.report", "main_report", "PNG plots and a text summary of a run folder"),
+    "submit": ("rlsys.launchers.submit", "main_submit", "submit JOB overrides... to a Ray cluster and follow its logs"),
+    "status": ("rlsys.launchers.submit", "main_status", "status of a submitted job"),
+    "logs": ("rlsys.launchers.submit", "main_logs", "logs of a submitted job (-f to follow)"),
+    "stop": ("rlsys.launchers.submit", "main_stop", "stop a submitted job"),
+    "k8s": ("rlsys.launchers.k8s", "main_k8s", "print a KubeRay RayJob (or --cluster: RayCluster) for JOB overrides..."),
+    "report": ("rlsys.launchers.report", "main_report", "PNG plots and a text summary of a run folder"),
 }
 
 USAGE = """usage: rlsys JOB [key=value ...] [--cfg job] [-m key=a,b]
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import hydra
 
-    from launchers.run import run_job
+    from rlsys.launchers.run import run_job
 
     # A terminated run exits like an interrupted one, so the local Ray it started is shut down with it.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

@@ -42,7 +42,7 @@ def controller(job: str):
         from rlsys.trainers.pipeline import run
         return run
     if job == "serve-reward":
-        from launchers.serve_reward import run
+        from rlsys.launchers.serve_reward import run
         return run
     if job == "curate":
         from rlsys.curation.run import run

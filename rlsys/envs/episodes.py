@@ -19,8 +19,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from actors.env_pool import EnvPool
-from actors.rollout import sample_seed
+from rlsys.actors.env_pool import EnvPool
+from rlsys.actors.rollout import sample_seed
 from rlsys.envs.loading import EnvSpec, env_spec, tool_schemas
 from rlsys.envs.rendering import TurnRenderer
 from rlsys.envs.tools import parse_assistant

@@ -1,6 +1,6 @@
 """Validated calls to reward functions and their weighted combination, built from config specs.
 
-Reward-model and judge scores (``type: model`` / ``judge``) come from actors owned by the trainer: without
+Reward-model and judge scores (``type: model`` / ``judge``) come from rlsys.actors owned by the trainer: without
 ``actor_term`` ``build_reward`` only checks and records those specs in ``WeightedReward.model_terms``; the
 trainer builds the reward again, once its actors run, with ``actor_term`` turning each spec into a function.
 A function with ``takes_messages = True`` also receives each sample's prompt conversation as ``messages``.

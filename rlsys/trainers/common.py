@@ -9,9 +9,9 @@ from pathlib import Path
 import ray
 from omegaconf import OmegaConf
 
-from actors.cluster import place_group
-from actors.group import ActorGroup
-from actors.train_worker import TrainWorker, WorkerSpec
+from rlsys.actors.cluster import place_group
+from rlsys.actors.group import ActorGroup
+from rlsys.actors.train_worker import TrainWorker, WorkerSpec
 from rlsys.errors import RlsysError
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from omegaconf import open_dict
 
-from actors.cluster import connect, resolve_device
-from actors.rollout import Sampling
+from rlsys.actors.cluster import connect, resolve_device
+from rlsys.actors.rollout import Sampling
 from rlsys.data.collate import render_ids
 from rlsys.data.job_data import prompt_rows
 from rlsys.errors import DataError, RlsysError

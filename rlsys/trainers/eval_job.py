@@ -14,8 +14,8 @@ from pathlib import Path
 
 from omegaconf import open_dict
 
-from actors.cluster import connect, resolve_device
-from actors.rollout import Sampling
+from rlsys.actors.cluster import connect, resolve_device
+from rlsys.actors.rollout import Sampling
 from rlsys.errors import RlsysError
 from rlsys.models.builders import check_model_dir, end_of_turn_ids, load_tokenizer
 from rlsys.rewards import build_reward

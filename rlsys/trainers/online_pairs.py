@@ -14,8 +14,8 @@ import time
 
 import numpy as np
 
-from actors import weight_sync
-from actors.rollout import RolloutGroup
+from rlsys.actors import weight_sync
+from rlsys.actors.rollout import RolloutGroup
 from rlsys.data.job_data import encode_prompts, prompt_rows
 from rlsys.models.builders import end_of_turn_ids
 from rlsys.rewards import build_reward

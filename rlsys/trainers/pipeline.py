@@ -101,7 +101,7 @@ def print_table(summary: dict[str, float], episodes: dict[str, dict[str, float]]
 
 
 def run(cfg) -> dict[str, float]:
-    from actors.cluster import connect
+    from rlsys.actors.cluster import connect
     from rlsys.trainers import preference, rl, supervised
     from rlsys.trainers.rl_roles import cpus_needed
 

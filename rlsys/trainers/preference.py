@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 
-from actors.cluster import check_capacity, connect, resolve_device
+from rlsys.actors.cluster import check_capacity, connect, resolve_device
 from rlsys.data.job_data import feedback_rows, near_miss_pairs, preference_pairs
 from rlsys.errors import DataError
 from rlsys.models.builders import load_tokenizer

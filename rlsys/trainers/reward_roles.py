@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from actors.group import ActorGroup
-from actors.rollout import RolloutGroup, Sampling
+from rlsys.actors.group import ActorGroup
+from rlsys.actors.rollout import RolloutGroup, Sampling
 from rlsys.data.collate import render_ids
 from rlsys.data.job_data import response_ids
 from rlsys.models.builders import end_of_turn_ids, load_tokenizer

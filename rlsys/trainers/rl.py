@@ -23,9 +23,9 @@ from dataclasses import asdict, replace
 import numpy as np
 import torch
 
-from actors import weight_sync
-from actors.cluster import resolve_device
-from actors.rollout import Sampling
+from rlsys.actors import weight_sync
+from rlsys.actors.cluster import resolve_device
+from rlsys.actors.rollout import Sampling
 from rlsys.algorithms import build_kl_controller, groups_with_spread, kl_penalty, masked_mean
 from rlsys.algorithms.reward_guards import RewardGuards
 from rlsys.algorithms.shaping import overlong_penalty

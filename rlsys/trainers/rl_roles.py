@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from actors.cluster import check_capacity, connect, node_label_resources, shared_placement
-from actors.group import ActorGroup, Placement, create_placement
-from actors.rollout import RolloutGroup, RolloutSpec, Sampling
-from actors.weight_sync import resolve as resolve_weight_sync
+from rlsys.actors.cluster import check_capacity, connect, node_label_resources, shared_placement
+from rlsys.actors.group import ActorGroup, Placement, create_placement
+from rlsys.actors.rollout import RolloutGroup, RolloutSpec, Sampling
+from rlsys.actors.weight_sync import resolve as resolve_weight_sync
 from rlsys.trainers.common import engine_settings, start_train_group
 from rlsys.trainers.reward_roles import RewardActors, actor_reward_specs, start_reward_actors, uses_judge_engines
 

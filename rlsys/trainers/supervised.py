@@ -9,7 +9,7 @@ import random
 import time
 from pathlib import Path
 
-from actors.cluster import check_capacity, connect, resolve_device
+from rlsys.actors.cluster import check_capacity, connect, resolve_device
 from rlsys.data.job_data import env_tools, pretrain_blocks, sft_examples
 from rlsys.data.stream_plan import stream_plan, streams
 from rlsys.envs import loading

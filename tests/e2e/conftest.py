@@ -16,7 +16,7 @@ def pytest_collection_modifyitems(items):
 def ray_cluster():
     import ray
 
-    from actors.cluster import QUIET_ENV
+    from rlsys.actors.cluster import QUIET_ENV
 
     if ray.is_initialized():
         ray.shutdown()
@@ -36,8 +36,8 @@ def tiny_model(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def vllm_rollout(ray_cluster, tiny_model):
     """One vLLM engine for the whole session (it takes ~30 s to start on CPU)."""
-    from actors.group import Placement, create_placement
-    from actors.rollout import RolloutGroup, RolloutSpec
+    from rlsys.actors.group import Placement, create_placement
+    from rlsys.actors.rollout import RolloutGroup, RolloutSpec
 
     placement = Placement(create_placement(1, gpus=0, cpus=1), [0], num_gpus=0, num_cpus=1)
     group = RolloutGroup("vllm", RolloutSpec(model_path=tiny_model, device="cpu", max_model_len=256,
@@ -52,7 +52,7 @@ def vllm_rollout(ray_cluster, tiny_model):
 
 def run_job(job: str, output_dir, *overrides: str) -> list[dict]:
     """Run a job in this process (on the session's Ray) exactly as `rlsys JOB overrides` would; its metrics."""
-    from launchers.run import run_config
+    from rlsys.launchers.run import run_config
     from rlsys.config.compose import compose_job
     from rlsys.logging import read_metrics
 

@@ -43,7 +43,7 @@ def two_node_cluster(tmp_path_factory):
 def test_submit_places_rollout_and_trainers_on_the_nodes_the_config_names(two_node_cluster, tmp_path):
     address, env = two_node_cluster
     out = tmp_path / "grpo"
-    command = [sys.executable, "-m", "launchers.cli", "submit", "--address", address, "grpo", f"output_dir={out}",
+    command = [sys.executable, "-m", "rlsys", "submit", "--address", address, "grpo", f"output_dir={out}",
                "trainer.max_steps=2", "trainer.eval_every=0", "trainer.eval_samples=8", "logger=[jsonl]",
                "cluster.placement_strategy=SPREAD", "cluster.node_labels.rollout=node_a",
                "cluster.node_labels.policy=node_b", "cluster.node_labels.reference=node_b",

@@ -34,7 +34,7 @@ def two_nodes():
 
 
 def rlsys_curate(address: str, out: Path, *overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "launchers.cli", "curate", f"cluster.address={address}",
+    return subprocess.run([sys.executable, "-m", "rlsys", "curate", f"cluster.address={address}",
                            f"output_dir={out}", *overrides], capture_output=True, text=True, timeout=300, cwd=ROOT)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from actors.rollout import Sampling
+from rlsys.actors.rollout import Sampling
 from rlsys.data.task import ArithmeticTask
 from rlsys.envs.episodes import EnvironmentFailed, EpisodeRunner, Limits
 from rlsys.envs.loading import EnvSpec, load_env_class

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.e2e
 def test_pipeline_runs_all_stages_and_writes_the_summary(tmp_path):
     short = {"pretrain": "['trainer.max_steps=20']", "sft": "['trainer.max_steps=5']",
              "grpo": "['trainer.max_steps=2','trainer.eval_every=0','trainer.eval_samples=16']"}
-    command = [sys.executable, "-m", "launchers.cli", "pipeline", f"output_dir={tmp_path}",
+    command = [sys.executable, "-m", "rlsys", "pipeline", f"output_dir={tmp_path}",
                "data.task.heldout_size=100", *(f"pipeline.stages.{stage}={value}" for stage, value in short.items())]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900,
                             cwd=Path(__file__).resolve().parents[2])

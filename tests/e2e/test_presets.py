@@ -22,7 +22,7 @@ def pipeline_dir(tmp_path_factory) -> Path:
 
 
 def pipeline(out: Path, *overrides: str) -> dict[str, float]:
-    command = [sys.executable, "-m", "launchers.cli", "pipeline", f"output_dir={out}", "resume=auto", *overrides]
+    command = [sys.executable, "-m", "rlsys", "pipeline", f"output_dir={out}", "resume=auto", *overrides]
     result = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return json.loads((out / "summary.json").read_text())
@@ -49,7 +49,7 @@ def test_kto_orpo_and_online_dpo_raise_heldout_accuracy_over_sft(pipeline_dir, l
     summary = pipeline(pipeline_dir, "pipeline.rl=dpo")  # the SFT stage (reused when it has run)
     setting = "algo.online=true" if loss == "online" else f"algo.preference_loss={loss}"
     out = pipeline_dir / f"dpo_{loss}"
-    command = [sys.executable, "-m", "launchers.cli", "dpo", f"output_dir={out}", setting, "logger=[jsonl]",
+    command = [sys.executable, "-m", "rlsys", "dpo", f"output_dir={out}", setting, "logger=[jsonl]",
                f"model.path={pipeline_dir / 'sft' / 'checkpoints' / 'final'}"]
     result = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -2,7 +2,7 @@
 and the same draws whatever the number of engines or chunks."""
 import pytest
 
-from actors.rollout import Sampling, sample_seed
+from rlsys.actors.rollout import Sampling, sample_seed
 
 pytestmark = pytest.mark.e2e
 
@@ -33,8 +33,8 @@ def test_chatml_turns_end_at_im_end_when_eos_is_another_token(sft_model, tmp_pat
     import json
     import shutil
 
-    from actors.group import Placement, create_placement
-    from actors.rollout import RolloutGroup, RolloutSpec
+    from rlsys.actors.group import Placement, create_placement
+    from rlsys.actors.rollout import RolloutGroup, RolloutSpec
     from rlsys.data.collate import render_ids
     from rlsys.models.builders import end_of_turn_ids, load_tokenizer
 

@@ -112,7 +112,7 @@ def test_streamed_sft_learns_the_answers(ray_cluster, tiny_model, tmp_path):
 
 
 def test_malformed_row_deep_in_a_shard_is_one_clear_error(ray_cluster, tiny_model, sources, tmp_path):
-    from launchers.run import user_message
+    from rlsys.launchers.run import user_message
 
     bad = tmp_path / "bad.jsonl"
     lines = (sources / "arith.jsonl").read_text().splitlines()

@@ -26,8 +26,8 @@ def test_final_checkpoint_loads_in_transformers_and_vllm(sft_model):
     """A fresh vLLM engine started on checkpoints/final (as `vllm.LLM(path)`) decodes what transformers decodes."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from actors.group import Placement, create_placement
-    from actors.rollout import RolloutGroup, RolloutSpec, Sampling
+    from rlsys.actors.group import Placement, create_placement
+    from rlsys.actors.rollout import RolloutGroup, RolloutSpec, Sampling
 
     final = sft_model[0] / "checkpoints" / "final"
     assert (final / "chat_template.jinja").exists() or "chat_template" in (final / "tokenizer_config.json").read_text()

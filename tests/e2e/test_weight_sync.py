@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from actors.weight_sync import WeightSync
+from rlsys.actors.weight_sync import WeightSync
 
 TOLERANCE = 2e-4  # max |logp_engine - logp_trainer| per token, fp32 on CPU
 
@@ -11,7 +11,7 @@ def start_policy(tiny_model: str, zero_stage: int, lr: float = 5e-2, max_tokens:
                  lora: bool = False):
     from omegaconf import OmegaConf
 
-    from actors.group import Placement, create_placement
+    from rlsys.actors.group import Placement, create_placement
     from rlsys.config.schema import JobConfig
     from rlsys.trainers.common import engine_settings, start_train_group
 
@@ -68,8 +68,8 @@ def test_sync_makes_engine_match_trainer(vllm_rollout, tiny_model, zero_stage):
 @pytest.mark.e2e
 def test_lora_sync_sends_only_the_adapter(ray_cluster, tiny_model):
     """rollout.weight_sync=adapter: vLLM applies the trained adapter as a LoRA request (ZeRO-3, two ranks)."""
-    from actors.group import Placement, create_placement
-    from actors.rollout import RolloutGroup, RolloutSpec
+    from rlsys.actors.group import Placement, create_placement
+    from rlsys.actors.rollout import RolloutGroup, RolloutSpec
 
     placement = Placement(create_placement(1, gpus=0, cpus=1), [0], num_gpus=0, num_cpus=1)
     rollout = RolloutGroup("vllm", RolloutSpec(model_path=tiny_model, device="cpu", max_model_len=256,

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from launchers.cli import main
+from rlsys.launchers.cli import main
 from rlsys.data.sources import load_rows
 from rlsys.rewards import RewardError, WeightedReward
 

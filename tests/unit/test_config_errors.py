@@ -9,7 +9,7 @@ from rlsys.config.validate import ConfigError, to_typed
 
 
 def rlsys(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "launchers.cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "rlsys", *args], capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.parametrize("override, expected", [
@@ -29,7 +29,7 @@ def test_cli_config_errors_are_one_clear_line(override, expected):
 
 
 def test_more_devices_than_the_cluster_offers():
-    from launchers.run import user_message
+    from rlsys.launchers.run import user_message
     from rlsys.trainers import supervised
 
     cfg = to_typed(compose_job("sft", ["cluster.device=cuda", "cluster.num_gpus=1", "cluster.policy.num_ranks=4",

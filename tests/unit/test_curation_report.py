@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from launchers.cli import JOBS
+from rlsys.launchers.cli import JOBS
 from rlsys.config.compose import compose_job
 from rlsys.config.validate import ConfigError, check_overrides, to_typed
 from rlsys.curation import report

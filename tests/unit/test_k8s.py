@@ -8,7 +8,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from launchers.k8s import KubeOptions, main_k8s, render_raycluster, render_rayjob
+from rlsys.launchers.k8s import KubeOptions, main_k8s, render_raycluster, render_rayjob
 from rlsys.config.compose import compose_job
 from rlsys.config.validate import to_typed
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from launchers.cli import JOBS, key_value_overrides
+from rlsys.launchers.cli import JOBS, key_value_overrides
 from rlsys.config.compose import compose_job
 from rlsys.config.validate import ConfigError, to_typed
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from launchers.report import main_report
+from rlsys.launchers.report import main_report
 
 RL_FIGURES = ("loss.png", "reward.png", "kl.png", "eval_accuracy.png", "step_time.png")
 

@@ -24,7 +24,7 @@ def free_port() -> int:
 def server(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "RLSYS_REWARD_TOKEN"}
-    process = subprocess.Popen([sys.executable, "-m", "launchers.cli", "serve-reward", f"serve.port={port}",
+    process = subprocess.Popen([sys.executable, "-m", "rlsys", "serve-reward", f"serve.port={port}",
                                 f"output_dir={tmp_path}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                cwd=Path(__file__).resolve().parents[2], env=env)
     lines = []

@@ -1,7 +1,7 @@
 """rollout.weight_sync: what `auto` picks for each device, backend, LoRA and layout, and the clear refusals."""
 import pytest
 
-from actors.weight_sync import problem, resolve
+from rlsys.actors.weight_sync import problem, resolve
 from rlsys.config.compose import compose_job
 from rlsys.config.validate import to_typed
 

@@ -1,0 +1,1 @@
+"""The job presets (Hydra YAML), installed with the package as `rlsys.configs`."""
