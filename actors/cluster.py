@@ -6,8 +6,8 @@ import os
 import ray
 
 from rlsys.actors.group import Placement, create_placement
+from rlsys.config.jobs import demand
 from rlsys.errors import ClusterError
-
 
 # Library chatter that would bury rlsys's own progress lines (errors still come through).
 QUIET_ENV = {"TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
@@ -22,8 +22,20 @@ def resolve_device(cluster) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def reserve(cfg, device: str) -> None:
+    """Join `cluster.address`, or start a local Ray sized for the job's roles (rlsys/config/jobs.py), and check
+    that the cluster has the GPUs they ask for, before any actor starts."""
+    need = demand(cfg, device)
+    connect(cfg.cluster, need.cpus)
+    if need.gpus > (available := ray.cluster_resources().get("GPU", 0)):
+        raise ClusterError(f"the roles ask for {need.gpus:g} GPUs but the cluster has {available:g}. Lower "
+                           "cluster.<role>.num_ranks / gpus_per_rank or rollout.num_engines, set "
+                           "cluster.colocate=true to share devices, or add nodes.")
+
+
 def connect(cluster, cpus_needed: float) -> None:
-    """Join `cluster.address`, or start a local Ray sized for what the job asks (logical CPUs may exceed cores)."""
+    """Join `cluster.address`, or start a local Ray with at least `cpus_needed` logical CPUs (they may exceed the
+    cores)."""
     if ray.is_initialized():
         return
     env = {"env_vars": QUIET_ENV}
@@ -39,17 +51,6 @@ def connect(cluster, cpus_needed: float) -> None:
     # address="local": a new cluster of our own, never one that `ray start` left running on this machine
     ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, runtime_env=env, include_dashboard=False,
              log_to_driver=True, configure_logging=False)
-
-
-def check_capacity(device: str, gpus_needed: float) -> None:
-    """Fail before any actor starts when the cluster has fewer devices than the roles ask for."""
-    if device != "cuda":
-        return
-    available = ray.cluster_resources().get("GPU", 0)
-    if gpus_needed > available:
-        raise ClusterError(f"the roles ask for {gpus_needed:g} GPUs but the cluster has {available:g}. Lower "
-                           "cluster.<role>.num_ranks / gpus_per_rank or rollout.num_engines, set "
-                           "cluster.colocate=true to share devices, or add nodes.")
 
 
 def node_label_resources(cluster, role: str) -> dict[str, float]:

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray
-
-from rlsys.actors.group import Placement, actor_location, release
-from rlsys import watchdog
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from rlsys import watchdog
+from rlsys.actors.group import Placement, actor_location, release
 
 
 @dataclass

@@ -17,8 +17,8 @@ import torch
 from rlsys.actors.group import ALL, RANK0, SPLIT, actor_location, dispatch, free_port
 from rlsys.actors.rollout import first_stop
 from rlsys.actors.weight_sync import WeightSync, sender
-from rlsys.models.builders import end_of_turn_ids
 from rlsys.engine.batch import with_loss_weights
+from rlsys.models.builders import end_of_turn_ids
 
 ROLE_MODEL = {"policy": "causal_lm", "reference": "causal_lm", "critic": "value", "reward": "reward"}
 
@@ -76,8 +76,13 @@ class TrainWorker:
         import deepspeed
 
         from rlsys.engine.engine import EngineSettings, TrainEngine
-        from rlsys.models.builders import (load_causal_lm, load_reward_model, load_tokenizer, load_value_model,
-                                           resolve_dtype)
+        from rlsys.models.builders import (
+            load_causal_lm,
+            load_reward_model,
+            load_tokenizer,
+            load_value_model,
+            resolve_dtype,
+        )
 
         deepspeed.init_distributed(dist_backend="nccl" if spec.device == "cuda" else "gloo", verbose=False)
         self._seed_everything(spec.seed + rank)
@@ -151,9 +156,9 @@ class TrainWorker:
     def train_stream(self, count: int, step: int) -> dict[str, float]:
         """One optimizer step on this rank's next `count` sequences; this rank's metric shares, the tokens each
         source gave (`tokens/<source>`) and has given since the run began (`seen/<source>`)."""
-        from rlsys.errors import DataExhausted
         from rlsys.engine.batch import loss_tokens, plan_micro_batches, sample_lengths, select
         from rlsys.engine.objectives import OBJECTIVES
+        from rlsys.errors import DataExhausted
 
         try:
             batch, tokens = self.stream.take(count)

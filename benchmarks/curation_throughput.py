@@ -38,7 +38,7 @@ def main(overrides: list[str]) -> None:
     from rlsys.config.compose import compose_job
     from rlsys.config.validate import to_typed
     from rlsys.curation.corpus import pretrain_corpus, reference_texts
-    from rlsys.curation.run import run
+    from rlsys.curation.curate import run
 
     with tempfile.TemporaryDirectory() as out:
         cfg = to_typed(compose_job("curate", [f"output_dir={out}", "curate.corpus.num_docs=10000", *overrides]))

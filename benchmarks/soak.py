@@ -68,8 +68,8 @@ def main(overrides: list[str]) -> None:
     import ray
 
     from rlsys.actors.cluster import QUIET_ENV
-    from rlsys.launchers.run import run_config
     from rlsys.config.compose import compose_job
+    from rlsys.launchers.run import run_config
 
     out = Path(tempfile.mkdtemp(prefix="rlsys_soak_"))
     context = ray.init(address="local", num_cpus=8, include_dashboard=False, configure_logging=False,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -20,7 +19,6 @@ import time
 from pathlib import Path
 
 import psutil
-
 from corpus import prose_model, write_corpus  # benchmarks/, next to this script
 
 OUT = Path("outputs/stream_memory")

@@ -64,7 +64,7 @@ def trl_worker(result_file: str, overrides: list[str]) -> None:
     from rlsys.data.job_data import prompt_rows
     from rlsys.models.builders import load_tokenizer
     from rlsys.rewards import answer_match
-    from rlsys.trainers.evaluate import HeldOut
+    from rlsys.trainers.held_out import HeldOut
 
     torch.set_num_threads(os.cpu_count() or 1)
     cfg = to_typed(compose_job("grpo", overrides))

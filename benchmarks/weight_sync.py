@@ -25,9 +25,10 @@ def build_model(folder: Path, layers: int) -> str:
     import torch
     import transformers
 
+    from rlsys.data.task import tokenizer_texts
     from rlsys.models.tiny import build_tiny_model
 
-    build_tiny_model(folder)  # tokenizer, chat template, generation config
+    build_tiny_model(folder, texts=tokenizer_texts())  # tokenizer, chat template, generation config
     config = transformers.Qwen2Config(vocab_size=151936, hidden_size=896, intermediate_size=4864,
                                       num_hidden_layers=layers, num_attention_heads=14, num_key_value_heads=2,
                                       max_position_embeddings=512, tie_word_embeddings=True)
@@ -42,8 +43,8 @@ def start(model: str, device: str, kind: str):
     from rlsys.actors.group import Placement, create_placement
     from rlsys.actors.rollout import RolloutGroup
     from rlsys.config.schema import JobConfig
-    from rlsys.trainers.common import engine_settings, start_train_group
-    from rlsys.trainers.rl_roles import rollout_spec
+    from rlsys.roles.engines import rollout_spec
+    from rlsys.roles.train_group import engine_settings, start_train_group
 
     cfg = OmegaConf.structured(JobConfig)
     cfg.model.lora.enabled, cfg.model.lora.r = kind == "adapter", 16

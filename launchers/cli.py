@@ -4,21 +4,6 @@ from __future__ import annotations
 import signal
 import sys
 
-
-JOBS = {
-    "pipeline": "pretrain -> SFT -> GRPO (or PPO, DPO, rm+ppo) on the embedded task; held-out accuracy per stage",
-    "pretrain": "next-token pretraining on packed raw text; large sources streamed, mixed by weight (data.mixture)",
-    "sft": "supervised fine-tuning on chat data, loss on assistant tokens only (optional LoRA, packing, streaming)",
-    "grpo": "GRPO: vLLM rollouts, group-normalised advantages, policy / reference / rollout actors",
-    "ppo": "PPO: GAE with a critic, clipped policy and value losses, KL to the reference",
-    "rm": "a reward model (or an ensemble of heads) on preference pairs, Bradley-Terry; loads in transformers",
-    "dpo": "DPO / IPO / KTO / ORPO on preference data; algo.online=true: pairs of the policy's own samples",
-    "distill": "a teacher (distill.teacher) answers the prompts, the best answers fine-tune the student (model.path)",
-    "eval": "score checkpoints (eval.models) on data.eval by reward terms, and against eval.against by a judge",
-    "serve-reward": "an HTTP reward server (bearer token, size limits) over any reward: rules, model, judge",
-    "curate": "data curation on Ray Data: quality rules, exact and near dedup, quality classifier, funnel report",
-}
-
 # Commands that manage runs rather than train: (module, function, one line of help)
 TOOLS = {
     "submit": ("rlsys.launchers.submit", "main_submit", "submit JOB overrides... to a Ray cluster and follow its logs"),
@@ -58,8 +43,10 @@ Examples:
 
 
 def print_usage(stream=sys.stdout) -> None:
+    from rlsys.config.jobs import JOBS
+
     width = max(map(len, [*JOBS, *TOOLS]))
-    jobs = "\n".join(f"  {name:<{width}}  {text}" for name, text in JOBS.items())
+    jobs = "\n".join(f"  {name:<{width}}  {job.help}" for name, job in JOBS.items())
     tools = "\n".join(f"  {name:<{width}}  {text}" for name, (_, _, text) in TOOLS.items())
     print(USAGE.format(jobs=jobs, tools=tools), file=stream)
 
@@ -91,6 +78,8 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print_usage()
         return
+    from rlsys.config.jobs import JOBS
+
     job, overrides = argv[0], argv[1:]
     if job in TOOLS:
         import importlib
@@ -101,12 +90,13 @@ def main(argv: list[str] | None = None) -> None:
         print_usage(sys.stderr)
         fail(job, f"unknown job '{job}'; choose one of: {', '.join(JOBS)}.")
     if any(arg in ("-h", "--help") for arg in overrides):
-        print(f"rlsys {job}: {JOBS[job]}\n")
+        print(f"rlsys {job}: {JOBS[job].help}\n")
         print_usage()
         return
 
     from rlsys.config.compose import CONFIG_DIR, register_schema
-    from rlsys.config.validate import ConfigError, check_overrides
+    from rlsys.config.validate import check_overrides
+    from rlsys.errors import ConfigError
 
     groups = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}
     try:

@@ -10,6 +10,8 @@ from pathlib import PurePosixPath
 
 import yaml
 
+from rlsys.config.jobs import demand as job_demand
+
 RAY_VERSION = "2.60.0"  # the ray[default] pinned in pyproject.toml and docker/Dockerfile
 IMAGE_UID = 1001  # the non-root user of docker/Dockerfile; as fsGroup it may write the volume
 CPUS_PER_GPU = 4  # vLLM's scheduler, tokenization and DeepSpeed's host side run beside each GPU
@@ -37,28 +39,13 @@ class Demand:
 
 
 def demand(cfg) -> Demand:
-    """The devices the job's roles ask for (what `rlsys.trainers.rl_roles` places), rounded up; no GPUs on CPU."""
-    if cfg.job == "pipeline":
-        from rlsys.trainers.pipeline import PLANS, stage_config
-
-        stages = [demand(stage_config(cfg, stage, None)) for stage, _ in PLANS[cfg.pipeline.rl]]
-        return Demand(max(s.gpus for s in stages), max(s.cpus for s in stages))
-    c, r = cfg.cluster, cfg.rollout
-    groups = [c.policy]
-    rollout_gpus = rollout_cpus = 0
-    if cfg.job in ("grpo", "ppo"):
-        from rlsys.trainers.rl_roles import trainer_roles
-
-        groups = trainer_roles(cfg)
-        rollout_gpus, rollout_cpus = r.num_engines * r.tensor_parallel_size, r.num_engines
-    gpus = (c.policy.num_ranks * c.policy.gpus_per_rank if c.colocate
-            else sum(g.num_ranks * g.gpus_per_rank for g in groups) + rollout_gpus)
-    cpus = sum(g.num_ranks * g.cpus_per_rank for g in groups) + rollout_cpus
-    return Demand(0 if c.device == "cpu" else math.ceil(gpus), math.ceil(cpus))
+    """The devices the job's roles ask for (rlsys/config/jobs.py), rounded up; no GPUs on CPU."""
+    need = job_demand(cfg, "cpu" if cfg.cluster.device == "cpu" else "cuda")
+    return Demand(math.ceil(need.gpus), math.ceil(need.cpus))
 
 
 def output_dir_in_volume(output_dir: str, mount_path: str) -> str:
-    from rlsys.config.validate import ConfigError
+    from rlsys.errors import ConfigError
 
     path, mount = PurePosixPath(output_dir), PurePosixPath(mount_path)
     if not path.is_absolute():
@@ -205,7 +192,7 @@ Before applying, create in the namespace:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from rlsys.config.validate import JOBS
+    from rlsys.config.jobs import JOBS
 
     defaults = KubeOptions()
     parser = argparse.ArgumentParser(prog="rlsys k8s", description=DESCRIPTION,

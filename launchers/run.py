@@ -21,35 +21,6 @@ def _output_dir_for_sweep(cfg: DictConfig) -> None:
             cfg.output_dir = f"{cfg.output_dir}/{subdir}"
 
 
-def controller(job: str):
-    """The function that runs a job, imported late so `rlsys --help` stays fast."""
-    if job in ("pretrain", "sft"):
-        from rlsys.trainers.supervised import train
-        return train
-    if job in ("grpo", "ppo"):
-        from rlsys.trainers.rl import train
-        return train
-    if job == "distill":
-        from rlsys.trainers.distill import run
-        return run
-    if job == "eval":
-        from rlsys.trainers.eval_job import run
-        return run
-    if job in ("rm", "dpo"):
-        from rlsys.trainers.preference import train
-        return train
-    if job == "pipeline":
-        from rlsys.trainers.pipeline import run
-        return run
-    if job == "serve-reward":
-        from rlsys.launchers.serve_reward import run
-        return run
-    if job == "curate":
-        from rlsys.curation.run import run
-        return run
-    raise KeyError(job)
-
-
 def user_message(err: BaseException) -> str | None:
     """The message to show for a failure the user can fix, or None for a bug (shown with its traceback)."""
     from rlsys.errors import RlsysError
@@ -69,7 +40,9 @@ def user_message(err: BaseException) -> str | None:
 
 
 def run_job(cfg: DictConfig) -> None:
-    from rlsys.config.validate import ConfigError, to_typed
+    from rlsys.config.jobs import controller
+    from rlsys.config.validate import to_typed
+    from rlsys.errors import ConfigError
 
     job = cfg.get("job", "?")
     _output_dir_for_sweep(cfg)
@@ -93,6 +66,7 @@ def run_job(cfg: DictConfig) -> None:
 
 def run_config(cfg: DictConfig | dict) -> None:
     """Run a job from Python (tests, notebooks) with the same checks as the CLI."""
+    from rlsys.config.jobs import controller
     from rlsys.config.validate import to_typed
 
     typed = to_typed(OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg)

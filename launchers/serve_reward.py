@@ -6,22 +6,22 @@ from __future__ import annotations
 
 
 def run(cfg) -> None:
-    from rlsys.actors.cluster import connect, resolve_device
+    from rlsys.actors.cluster import reserve, resolve_device
+    from rlsys.config.jobs import reward_actors
     from rlsys.errors import RlsysError
     from rlsys.rewards import build_reward
     from rlsys.rewards.server import resolve_token, serve
-    from rlsys.trainers.reward_roles import (RewardActors, actor_reward_specs, actor_terms, reward_specs,
-                                             start_reward_actors)
-    from rlsys.trainers.rl_roles import reward_devices, start_judge_engines
+    from rlsys.roles.engines import start_judge_engines
+    from rlsys.roles.reward_actors import RewardActors, actor_terms, reward_specs, start_reward_actors
 
     if cfg.judge.model == "policy" and any(t.type == "judge" for t in cfg.reward):
         raise RlsysError("serve-reward has no policy to judge with: set judge.model to a model folder.")
     specs = reward_specs(cfg)
     build_reward(specs)  # every term checked before any actor starts
     actors = RewardActors()
-    if actor_reward_specs(cfg):
+    if reward_actors(cfg, cfg.reward):  # reward models or a judge: Ray, and their actors
         device = resolve_device(cfg.cluster)
-        connect(cfg.cluster, cpus_needed=reward_devices(cfg)[0])
+        reserve(cfg, device)
         start_reward_actors(cfg, device, actors, lambda: start_judge_engines(cfg, device))
 
     reward = build_reward(specs, actor_term=actor_terms(cfg, actors))

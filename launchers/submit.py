@@ -62,7 +62,7 @@ def main_submit(argv: list[str]) -> int:
     parser.add_argument("--no-follow", action="store_true", help="print the job id and return at once")
     args = parser.parse_args(argv)
 
-    from rlsys.launchers.cli import JOBS
+    from rlsys.config.jobs import JOBS
 
     if args.job not in JOBS:
         parser.error(f"unknown job '{args.job}'; choose one of: {', '.join(JOBS)}")

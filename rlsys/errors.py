@@ -5,6 +5,18 @@ class RlsysError(Exception):
     """Base of every error that names a problem in the user's input and how to fix it."""
 
 
+class ConfigError(RlsysError, ValueError):
+    """A config problem found before anything starts; the message is meant to be shown as it is."""
+
+
+class RewardConfigError(ConfigError):
+    """A reward term in the config cannot be resolved (bad type, rule name, path or function)."""
+
+
+class UserCodeError(ConfigError):
+    """User code named by the config (a reward function's or an environment's file or module) cannot be loaded."""
+
+
 class DataError(RlsysError, ValueError):
     """A data file, row or column that cannot be used."""
 
@@ -19,6 +31,10 @@ class ModelError(RlsysError, ValueError):
 
 class ClusterError(RlsysError, RuntimeError):
     """The cluster cannot host what the config asks for."""
+
+
+class RewardError(RlsysError, RuntimeError):
+    """A reward function misbehaved while scoring a batch (raised, wrong shape, NaN, non-numeric)."""
 
 
 class EvaluationError(RlsysError, RuntimeError):

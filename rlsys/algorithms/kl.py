@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-KL_ESTIMATORS = ("k1", "k2", "k3", "abs")
+from rlsys.config.choices import KL_ESTIMATORS
 
 
 def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str = "k1") -> torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-AGGREGATION_MODES = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
+from rlsys.config.choices import LOSS_AGGREGATIONS
 
 
 def masked_sum(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -81,4 +81,4 @@ def aggregate_loss(
         if max_len is None or max_len <= 0:
             raise ValueError(f"max_len must be a positive int for mode {mode!r}, got {max_len!r}")
         return (masked_sum(loss_mat, mask, dim=-1) / max_len).mean()
-    raise ValueError(f"Unknown aggregation mode {mode!r}; allowed modes: {', '.join(AGGREGATION_MODES)}")
+    raise ValueError(f"Unknown aggregation mode {mode!r}; allowed modes: {', '.join(LOSS_AGGREGATIONS)}")

@@ -11,9 +11,7 @@ from __future__ import annotations
 import torch
 
 from rlsys.algorithms.masked import masked_sum
-
-IS_MODES = ("none", "tis", "mis")
-IS_LEVELS = ("token", "sequence", "geometric")
+from rlsys.config.choices import IS_CORRECTIONS, IS_LEVELS
 
 
 def importance_weights(logp: torch.Tensor, behaviour_logp: torch.Tensor, mask: torch.Tensor, *, mode: str,
@@ -24,8 +22,8 @@ def importance_weights(logp: torch.Tensor, behaviour_logp: torch.Tensor, mask: t
     tis: min(ratio, cap). mis: 1 where ratio lies in [low, high], else 0 (the token, or with a sequence level
     the whole response, is left out of the update). none: 1, and the statistics still show the mismatch.
     """
-    if mode not in IS_MODES or level not in IS_LEVELS:
-        raise ValueError(f"importance sampling mode {mode!r} / level {level!r}: expected {IS_MODES} / {IS_LEVELS}")
+    if mode not in IS_CORRECTIONS or level not in IS_LEVELS:
+        raise ValueError(f"importance sampling mode {mode!r} / level {level!r}: expected {IS_CORRECTIONS} / {IS_LEVELS}")
     mask = mask.to(torch.float32)
     with torch.no_grad():
         # NaN: the sampler reported no logprob for this token; it counts as on-policy

@@ -9,7 +9,6 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 import rlsys.configs
-
 from rlsys.config.schema import JobConfig
 
 # the repository's configs/ folder, installed as the package rlsys.configs (editable or from a wheel)

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from rlsys.config.choices import one_of
+
 
 @dataclass
 class GopherQualityConfig:
@@ -70,7 +72,7 @@ class BlocklistConfig:
 @dataclass
 class HeuristicsConfig:
     enabled: bool = True
-    unicode_form: str = "NFKC"  # NFC | NFKC | none
+    unicode_form: str = one_of("NFC", "NFKC", "none", default="NFKC")
     char_repetition: CharRepetitionConfig = field(default_factory=CharRepetitionConfig)
     blocklist: BlocklistConfig = field(default_factory=BlocklistConfig)
     gopher_quality: GopherQualityConfig = field(default_factory=GopherQualityConfig)
@@ -113,7 +115,7 @@ class SelectConfig:
     """SFT selection: the top_k conversations by response length or by quality score."""
     enabled: bool = True
     top_k: int = 1000
-    rank_by: str = "quality"  # quality | length
+    rank_by: str = one_of("quality", "length")
 
 
 @dataclass
@@ -125,12 +127,12 @@ class EmbeddedCorpusConfig:
 
 @dataclass
 class CurateConfig:
-    mode: str = "pretrain"  # pretrain: rows of text | sft: chat rows (judge the response, dedup the prompt)
+    mode: str = one_of("pretrain", "sft")  # pretrain: rows of text; sft: chat rows (judge the response, dedup the prompt)
     heuristics: HeuristicsConfig = field(default_factory=HeuristicsConfig)
     exact_dedup: ExactDedupConfig = field(default_factory=ExactDedupConfig)
     near_dedup: NearDedupConfig = field(default_factory=NearDedupConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     select: SelectConfig = field(default_factory=SelectConfig)  # sft mode only
     corpus: EmbeddedCorpusConfig = field(default_factory=EmbeddedCorpusConfig)
-    output_format: str = "jsonl"  # jsonl | parquet, shards in output_dir/data
+    output_format: str = one_of("jsonl", "parquet")  # shards in output_dir/data
     samples_per_reason: int = 3

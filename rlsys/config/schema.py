@@ -7,13 +7,29 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+from rlsys.config.choices import (
+    ADVANTAGES,
+    ENSEMBLES,
+    IS_CORRECTIONS,
+    IS_LEVELS,
+    KL_ESTIMATORS,
+    LOGGERS,
+    LOSS_AGGREGATIONS,
+    OPERATIONS,
+    PREFERENCE_LOSSES,
+    REWARD_TYPES,
+    TINY_ARCHITECTURES,
+    WEIGHT_SYNCS,
+    each_of,
+    one_of,
+)
 from rlsys.config.curate_schema import CurateConfig
 
 
 @dataclass
 class TinyModelConfig:
     """Shape of the model built when `model.path` is not given (vLLM's CPU backend wants head_dim 64)."""
-    arch: str = "qwen2"
+    arch: str = one_of(*TINY_ARCHITECTURES)
     hidden_size: int = 128
     num_layers: int = 2
     num_heads: int = 2
@@ -36,7 +52,7 @@ class ModelConfig:
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     gradient_checkpointing: bool = False
-    dtype: str = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    dtype: str = one_of("auto", "float32", "bfloat16", "float16")  # auto: bf16 on GPU, fp32 on CPU
     # None: transformers' default (SDPA); flash_attention_2 on GPUs with flash-attn: packed rows run varlen
     attn_implementation: Optional[str] = None
 
@@ -48,7 +64,7 @@ class TaskConfig:
     heldout_size: int = 500
     max_operand: int = 49  # problems a + b with min_operand <= a, b <= max_operand
     min_operand: int = 0
-    operations: List[str] = field(default_factory=lambda: ["+"])  # any of + - *
+    operations: List[str] = each_of(*OPERATIONS, default=["+"])
     rejected_per_problem: int = 4  # preference training pairs per problem, each with another wrong answer
     near_misses: bool = False  # also a pair against every near miss of each problem (off by one, carry dropped)
 
@@ -77,7 +93,7 @@ class StreamConfig:
 class DataConfig:
     train: Optional[str] = None  # jsonl / json / parquet file or folder, or hf:<dataset name>; None: embedded task
     # pretrain / sft: auto streams data.mixture, and data.train when its files hold more than 256 MB; true / false
-    streaming: Any = "auto"
+    streaming: Any = one_of("auto", True, False)
     mixture: List[MixtureSource] = field(default_factory=list)  # weighted sources, streamed (instead of data.train)
     stream: StreamConfig = field(default_factory=StreamConfig)
     eval: Optional[str] = None  # held-out prompts with answers; None: the embedded held-out split
@@ -86,7 +102,7 @@ class DataConfig:
     columns: Dict[str, str] = field(default_factory=lambda: {name: name for name in DATA_COLUMNS})
     max_length: int = 256
     packing: bool = False
-    on_error: str = "fail"  # fail | skip: what to do with a malformed row
+    on_error: str = one_of("fail", "skip")  # what to do with a malformed row
     task: TaskConfig = field(default_factory=TaskConfig)
 
 
@@ -102,7 +118,7 @@ class TrainerConfig:
     max_tokens_per_micro_batch: int = 4096
     lr: float = 1e-3
     min_lr_ratio: float = 0.1
-    lr_schedule: str = "cosine"  # cosine | constant
+    lr_schedule: str = one_of("cosine", "constant")
     warmup_steps: int = 10
     weight_decay: float = 0.0
     adam_betas: List[float] = field(default_factory=lambda: [0.9, 0.95])  # AdamW (beta1, beta2)
@@ -122,7 +138,7 @@ class TrainerConfig:
 
 @dataclass
 class DeepSpeedConfig:
-    zero_stage: int = 2
+    zero_stage: int = one_of(0, 1, 2, 3, default=2)
     offload_optimizer: bool = False
     offload_params: bool = False
 
@@ -138,10 +154,10 @@ class GroupResources:
 @dataclass
 class ClusterConfig:
     address: Optional[str] = None  # None: start a local Ray; "auto" or ray://host:port joins a cluster
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = one_of("auto", "cpu", "cuda")
     num_cpus: Optional[int] = None  # local Ray only: logical CPUs (default: what the roles ask for)
     num_gpus: Optional[int] = None  # local Ray only: GPUs to offer (default: those visible)
-    placement_strategy: str = "PACK"  # PACK | SPREAD | STRICT_PACK | STRICT_SPREAD
+    placement_strategy: str = one_of("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
     colocate: bool = False  # roles share devices instead of each having its own
     policy: GroupResources = field(default_factory=lambda: GroupResources(num_ranks=2))
     reference: GroupResources = field(default_factory=GroupResources)
@@ -155,7 +171,7 @@ class ClusterConfig:
 
 @dataclass
 class RolloutConfig:
-    backend: str = "vllm"  # vllm | hf
+    backend: str = one_of("vllm", "hf")
     num_engines: int = 1
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.5  # on CPU: fraction of RAM for vLLM's KV cache
@@ -164,8 +180,8 @@ class RolloutConfig:
     top_k: int = -1
     max_new_tokens: int = 8
     stop: List[str] = field(default_factory=list)
-    # how new weights reach the engines: auto | object_store | adapter (LoRA) | nccl | ipc (actors/weight_sync.py)
-    weight_sync: str = "auto"
+    # how new weights reach the engines (adapter: LoRA only); auto picks by device and layout (actors/weight_sync.py)
+    weight_sync: str = one_of("auto", *WEIGHT_SYNCS)
     weight_sync_bucket_mb: float = 64.0
     # async RL: batch s is sampled by policy version s-1-K while earlier batches train (0: synchronous)
     max_staleness: int = 0
@@ -173,9 +189,9 @@ class RolloutConfig:
 
 @dataclass
 class AlgoConfig:
-    name: str = "grpo"  # grpo | ppo | rloo | reinforce_pp
+    # the estimator names the algorithm: group (GRPO), gae (PPO: the only one with a critic), rloo, reinforce_pp
+    advantage: str = one_of(*ADVANTAGES)
     n_samples: int = 8
-    advantage: str = "group"  # group | gae | rloo | reinforce_pp
     scale_by_std: bool = True  # false: Dr.GRPO
     dynamic_sampling: bool = False  # DAPO: draw more prompts until batch_size groups have a score spread
     max_sample_rounds: int = 3  # dynamic sampling: generation rounds per step at most
@@ -188,11 +204,11 @@ class AlgoConfig:
     clip_low: float = 0.2
     clip_high: float = 0.2
     dual_clip: Optional[float] = None
-    loss_aggregation: str = "token_mean"  # token_mean | seq_mean_token_mean | seq_mean_token_sum_norm
+    loss_aggregation: str = one_of(*LOSS_AGGREGATIONS)
     kl_coef: float = 0.0
-    kl_estimator: str = "k3"  # k1 | k2 | k3
+    kl_estimator: str = one_of(*KL_ESTIMATORS, default="k3")
     kl_in_reward: bool = False  # PPO style: penalty in the reward; otherwise a loss term (GRPO)
-    kl_controller: str = "fixed"  # fixed | adaptive
+    kl_controller: str = one_of("fixed", "adaptive")
     kl_target: float = 0.1
     kl_horizon: int = 10000
     entropy_coef: float = 0.0
@@ -201,16 +217,17 @@ class AlgoConfig:
     value_clip: float = 0.2
     critic_lr: float = 1e-3
     critic_warmup_steps: int = 0
-    # off-policy correction by the sampler's logprobs: none | tis (truncated) | mis (masked) | auto (tis when
-    # rollout.max_staleness > 0, else none); level: token | sequence | geometric
-    is_correction: str = "auto"
-    is_level: str = "token"
-    is_cap: float = 2.0  # tis: importance weights above this are cut to it
-    is_low: float = 0.5  # mis: tokens (or responses) whose ratio leaves [is_low, is_high] are left out
+    # off-policy correction by the sampler's logprobs, per token, sequence or geometric mean: tis (truncated IS),
+    # mis (masked IS), reject (the mask of mis without its weights); auto: tis when rollout.max_staleness > 0
+    is_correction: str = one_of("auto", *IS_CORRECTIONS)
+    is_level: str = one_of(*IS_LEVELS)
+    is_cap: float = 2.0  # tis: importance ratios above this are cut to it
+    is_low: float = 0.5  # mis, reject: tokens (or responses) whose ratio leaves [is_low, is_high] are left out
     is_high: float = 2.0
     # preference learning (rm, dpo)
     beta: float = 0.1  # DPO / IPO strength of the pull towards the reference
-    preference_loss: str = "sigmoid"  # sigmoid (DPO) | ipo | kto (unpaired thumbs up / down) | orpo (no reference)
+    # sigmoid (DPO) | ipo | kto (unpaired thumbs up / down) | orpo (no reference)
+    preference_loss: str = one_of(*PREFERENCE_LOSSES)
     label_smoothing: float = 0.0  # conservative DPO: the assumed share of flipped preference labels
     nll_coef: float = 0.0  # RPO: plus this times the chosen responses' per-token NLL (keeps them likely)
     reward_margin: float = 0.0  # rm: Bradley-Terry margin the chosen score must clear
@@ -245,7 +262,7 @@ class EnvConfig:
 
 @dataclass
 class RewardTerm:
-    type: str = "rule"  # rule | function | model | judge | remote
+    type: str = one_of(*REWARD_TYPES)
     name: Optional[str] = None
     path: Optional[str] = None  # function: file.py:function; model: a reward model directory
     weight: float = 1.0
@@ -257,7 +274,7 @@ class RewardTerm:
     monitor: bool = False  # scored and logged (reward/<name>, reward/gold) but not trained on
     # model: how an ensemble reward model's heads (rlsys rm algo.reward_heads=K) make one score:
     # mean (minus ensemble_penalty x their std: uncertain answers score lower) | min
-    ensemble: str = "mean"
+    ensemble: str = one_of(*ENSEMBLES)
     ensemble_penalty: float = 0.0
 
 
@@ -295,7 +312,7 @@ class DistillConfig:
     teacher: Optional[str] = None  # the teacher's model folder (the student is model.path)
     n_samples: int = 4  # answers per prompt; more than one gives rejection sampling against the reward
     temperature: float = 0.7
-    keep: str = "best"  # best: one answer per prompt | all: every answer that passes min_reward
+    keep: str = one_of("best", "all")  # best: one answer per prompt; all: every answer that passes min_reward
     min_reward: Optional[float] = None  # drop answers scored below this (None keeps the best of every prompt)
 
 
@@ -304,7 +321,7 @@ class WandbConfig:
     project: str = "rlsys"
     entity: Optional[str] = None
     name: Optional[str] = None
-    mode: str = "online"  # online | offline | disabled
+    mode: str = one_of("online", "offline", "disabled")
     tags: List[str] = field(default_factory=list)
 
 
@@ -341,17 +358,17 @@ class EvalConfig:
 
 @dataclass
 class PipelineConfig:
-    rl: str = "grpo"  # grpo | ppo | dpo | rm+ppo | agent (multi-turn GRPO with a calculator tool)
+    rl: str = "grpo"  # the stages after SFT: a plan of rlsys/config/stages.py (agent: multi-turn GRPO with a tool)
     stages: Dict[str, List[str]] = field(default_factory=dict)  # stage -> overrides for that stage
 
 
 @dataclass
 class JobConfig:
-    job: str = "sft"
+    job: str = "sft"  # a job of rlsys/config/jobs.py
     output_dir: str = "outputs/${job}"
     seed: int = 0
     resume: Any = False  # auto | a checkpoint path | false
-    logger: List[str] = field(default_factory=lambda: ["console", "jsonl"])
+    logger: List[str] = each_of(*LOGGERS, default=["console", "jsonl"])
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)

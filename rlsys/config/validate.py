@@ -3,48 +3,16 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from typing import Any
+import typing
+from typing import Any, List
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from rlsys.config.jobs import JOBS
 from rlsys.config.schema import JobConfig
-from rlsys.errors import RlsysError
-
-JOBS = ("pretrain", "sft", "grpo", "ppo", "rm", "dpo", "distill", "eval", "pipeline", "curate", "serve-reward")
-
-CHOICES = {
-    "job": JOBS,
-    "model.dtype": ("auto", "float32", "bfloat16", "float16"),
-    "model.tiny.arch": ("qwen2", "llama"),
-    "data.on_error": ("fail", "skip"),
-    "trainer.lr_schedule": ("cosine", "constant"),
-    "deepspeed.zero_stage": (0, 1, 2, 3),
-    "cluster.device": ("auto", "cpu", "cuda"),
-    "cluster.placement_strategy": ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
-    "rollout.backend": ("vllm", "hf"),
-    "rollout.weight_sync": ("auto", "object_store", "adapter", "nccl", "ipc"),
-    "algo.name": ("grpo", "ppo", "rloo", "reinforce_pp"),
-    "algo.advantage": ("group", "gae", "rloo", "reinforce_pp"),
-    "algo.loss_aggregation": ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"),
-    "algo.kl_estimator": ("k1", "k2", "k3"),
-    "algo.kl_controller": ("fixed", "adaptive"),
-    "algo.is_correction": ("auto", "none", "tis", "mis"),
-    "algo.is_level": ("token", "sequence", "geometric"),
-    "wandb.mode": ("online", "offline", "disabled"),
-    "algo.preference_loss": ("sigmoid", "ipo", "kto", "orpo"),
-    "pipeline.rl": ("grpo", "ppo", "dpo", "rm+ppo", "agent"),
-    "distill.keep": ("best", "all"),
-    "curate.mode": ("pretrain", "sft"),
-    "curate.heuristics.unicode_form": ("NFC", "NFKC", "none"),
-    "curate.select.rank_by": ("quality", "length"),
-    "curate.output_format": ("jsonl", "parquet"),
-}
-LOGGERS = ("console", "jsonl", "wandb")
-
-
-class ConfigError(RlsysError, ValueError):
-    """A config problem found before anything starts; the message is meant to be shown as it is."""
+from rlsys.config.stages import PLANS
+from rlsys.errors import ConfigError
 
 
 def schema_keys(path: str = "") -> list[str] | None:
@@ -62,7 +30,9 @@ def schema_keys(path: str = "") -> list[str] | None:
 
 
 # keys of earlier versions -> what replaced them
-RENAMED = {"trainer.micro_batch_size": "trainer.max_tokens_per_micro_batch (micro-batches are sized by tokens)"}
+RENAMED = {"trainer.micro_batch_size": "trainer.max_tokens_per_micro_batch (micro-batches are sized by tokens)",
+           "algo.name": "algo.advantage (the estimator names the algorithm: group for GRPO, gae for PPO with a "
+                        "critic, rloo, reinforce_pp)"}
 
 
 def unknown_key_message(full_key: str) -> str:
@@ -158,13 +128,41 @@ def check_streaming(cfg: DictConfig) -> None:
                  f"data.mixture[{number}].epochs must be at least 1 or null (as many as the run needs).")
 
 
+def check_choices(node: DictConfig, schema: type, path: str = "") -> None:
+    """Every setting the schema declares with `one_of` / `each_of` holds one of its values (lists of
+    sections, such as the reward terms, item by item)."""
+    hints = typing.get_type_hints(schema)
+    for spec in dataclasses.fields(schema):
+        key, value = f"{path}{spec.name}", node[spec.name]
+        if "choices" in spec.metadata:
+            allowed = spec.metadata["choices"]
+            for item in (value if isinstance(value, ListConfig) else [value]):
+                _require(item in allowed, f"config key '{key}' is {_shown(item, quoted=True)}; allowed: "
+                                          f"{', '.join(map(_shown, allowed))}.")
+            continue
+        kind, args = hints[spec.name], typing.get_args(hints[spec.name])
+        item_kind = next((a for a in args if typing.get_origin(a) in (list, List)), kind)  # Optional[List[...]]
+        if dataclasses.is_dataclass(kind) and value is not None:
+            check_choices(value, kind, f"{key}.")
+        elif typing.get_origin(item_kind) in (list, List) and value is not None:
+            (section,) = typing.get_args(item_kind)
+            if dataclasses.is_dataclass(section):
+                for index, item in enumerate(value):
+                    check_choices(item, section, f"{key}[{index}].")
+
+
+def _shown(value, quoted: bool = False) -> str:
+    """A value as it is written in YAML or on the command line."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return repr(value) if quoted and isinstance(value, str) else str(value)
+
+
 def check_values(cfg: DictConfig) -> None:
     """Impossible values: choices, signs, and batch shapes that cannot be split over the ranks."""
-    for key, allowed in CHOICES.items():
-        value = OmegaConf.select(cfg, key)
-        _require(value in allowed, f"config key '{key}' is {value!r}; allowed: {', '.join(map(str, allowed))}.")
-    for sink in cfg.logger:
-        _require(sink in LOGGERS, f"logger '{sink}' is unknown; allowed: {', '.join(LOGGERS)}.")
+    _require(cfg.job in JOBS, f"config key 'job' is {cfg.job!r}; allowed: {', '.join(JOBS)}.")
+    _require(cfg.pipeline.rl in PLANS, f"config key 'pipeline.rl' is {cfg.pipeline.rl!r}; allowed: {', '.join(PLANS)}.")
+    check_choices(cfg, JobConfig)
     _require(cfg.resume in (False, None, "auto") or isinstance(cfg.resume, str),
              f"resume is {cfg.resume!r}; use auto, a checkpoint path, or false.")
     t = cfg.trainer
@@ -229,7 +227,6 @@ def check_values(cfg: DictConfig) -> None:
         mini = a.mini_batch_size or t.batch_size
         _require(t.batch_size % mini == 0,
                  f"algo.mini_batch_size ({mini}) must divide trainer.batch_size ({t.batch_size}).")
-        _require(a.advantage != "gae" or a.name == "ppo", "algo.advantage=gae needs a critic: use algo.name=ppo.")
         _require(a.loss_aggregation != "seq_mean_token_sum_norm" or cfg.rollout.max_new_tokens > 0,
                  "seq_mean_token_sum_norm needs rollout.max_new_tokens > 0.")
     check_reward_guards(cfg)
@@ -250,13 +247,10 @@ def check_values(cfg: DictConfig) -> None:
 
 def check_reward_guards(cfg) -> None:
     """Ensembles, monitor terms and the gold stop, reward shaping, and the preference jobs' own settings."""
-    from rlsys.rewards.ensemble import ENSEMBLE_MODES
-
     a, t = cfg.algo, cfg.trainer
     for term in cfg.reward:
-        _require(term.ensemble in ENSEMBLE_MODES and term.ensemble_penalty >= 0,
-                 f"reward term '{term.name or term.type}': ensemble must be one of {', '.join(ENSEMBLE_MODES)} and "
-                 f"ensemble_penalty >= 0, got {term.ensemble!r} and {term.ensemble_penalty}.")
+        _require(term.ensemble_penalty >= 0, f"reward term '{term.name or term.type}': ensemble_penalty must be >= 0, "
+                                              f"got {term.ensemble_penalty}.")
     if t.stop_on_gold_drop:
         _require(cfg.job in ("grpo", "ppo"), f"trainer.stop_on_gold_drop watches RL rollouts; `rlsys {cfg.job}` has none.")
         _require(any(term.monitor for term in cfg.reward),

@@ -17,12 +17,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
+from rlsys.config.choices import DATA_SUFFIXES
 from rlsys.curation import corpus
 from rlsys.curation.sft_select import prompt_and_reply
 from rlsys.data.sources import LoadedRows, map_columns, read_rows
 from rlsys.errors import DataError
 
-SHARD_SUFFIXES = (".jsonl", ".json", ".parquet")
 WORD = re.compile(r"\S+")
 
 
@@ -59,7 +59,7 @@ def shard_files(spec: str) -> list[str]:
     if not path.exists():
         raise DataError(f"data file '{spec}' does not exist (looked in {Path.cwd()}). Give a jsonl, json or "
                         "parquet file or folder, or hf:NAME for a datasets source.")
-    files = sorted(p for p in path.iterdir() if p.suffix in SHARD_SUFFIXES) if path.is_dir() else [path]
+    files = sorted(p for p in path.iterdir() if p.suffix in DATA_SUFFIXES) if path.is_dir() else [path]
     if not files:
         raise DataError(f"folder '{spec}' holds no .jsonl, .json or .parquet files.")
     return [str(p.resolve()) for p in files]

@@ -23,9 +23,11 @@ def _user_rows(cfg, spec: str, required: list[str]) -> list[dict]:
     return loaded.rows
 
 
-def pretrain_blocks(cfg, tokenizer) -> list[list[int]]:
+def pretrain_blocks(cfg, tokenizer, demonstrate=None) -> list[list[int]]:
+    """Packed blocks of raw text; on the embedded task with an environment's `demonstrate(row) -> messages`,
+    transcripts of its tool use too."""
     texts = ([str(r["text"]) for r in _user_rows(cfg, cfg.data.train, ["text"])] if cfg.data.train
-             else embedded_task(cfg).pretrain_texts("train") + tool_transcripts(cfg, tokenizer))
+             else embedded_task(cfg).pretrain_texts("train") + tool_transcripts(cfg, tokenizer, demonstrate))
     token_lists = tokenizer(texts, add_special_tokens=False)["input_ids"]
     eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.pad_token_id
     blocks = pack_texts(token_lists, cfg.data.max_length, eos)
@@ -34,17 +36,17 @@ def pretrain_blocks(cfg, tokenizer) -> list[list[int]]:
     return blocks
 
 
-def sft_examples(cfg, tokenizer) -> list[tuple[list[int], list[int]]]:
-    """Chat examples; with an environment its tools are in every prompt, and on the embedded task the
-    environment's demonstrations (e.g. calculator calls) are the conversations."""
+def sft_examples(cfg, tokenizer, tools: list[dict] | None = None,
+                 demonstrate=None) -> list[tuple[list[int], list[int]]]:
+    """Chat examples; with an environment its `tools` are in every prompt, and on the embedded task the
+    environment's demonstrations (`demonstrate(row) -> messages`, e.g. calculator calls) are the conversations."""
     require_chat_template(tokenizer, cfg.model.path or "")
-    tools = env_tools(cfg)
     if cfg.data.train:
         conversations = [as_messages(r, f"row {i} of {cfg.data.train}")
                          for i, r in enumerate(_user_rows(cfg, cfg.data.train, []))]
-    elif tools is not None and demonstrations(cfg) is not None:  # as many as the run reaches
+    elif tools is not None and demonstrate is not None:  # as many as the run reaches
         rows = embedded_task(cfg).rl_prompts("train")[:cfg.trainer.max_steps * cfg.trainer.batch_size]
-        conversations = [demonstrations(cfg)(row) for row in rows]
+        conversations = [demonstrate(row) for row in rows]
     else:
         conversations = [c["messages"] for c in embedded_task(cfg).sft_conversations("train")]
     examples = [encode_chat(tokenizer, messages, cfg.data.max_length, tools) for messages in conversations]
@@ -54,29 +56,14 @@ def sft_examples(cfg, tokenizer) -> list[tuple[list[int], list[int]]]:
     return pack_examples(examples, cfg.data.max_length) if cfg.data.packing else examples
 
 
-def tool_transcripts(cfg, tokenizer) -> list[str]:
+def tool_transcripts(cfg, tokenizer, demonstrate) -> list[str]:
     """With an environment that demonstrates its tools, pretraining on the embedded task also reads transcripts
     of their use (as web text holds tool-use traces), one for every problem: the model learns to copy
     arguments and results before SFT teaches it when to call."""
-    demonstrate = demonstrations(cfg)
     if demonstrate is None or tokenizer.chat_template is None:
         return []
     rows = embedded_task(cfg).rl_prompts("train")
     return [tokenizer.apply_chat_template(demonstrate(row), tokenize=False) for row in rows]
-
-
-def env_tools(cfg) -> list[dict] | None:
-    """The tool schemas of the job's environment (None without one)."""
-    from rlsys.envs import loading
-
-    return loading.tool_schemas(loading.env_spec(cfg)) if loading.enabled(cfg) else None
-
-
-def demonstrations(cfg):
-    """The environment's `demonstration(row) -> messages`, when it has one (the built-in calculator does)."""
-    from rlsys.envs import loading
-
-    return getattr(loading.load_env_class(cfg.env)[1], "demonstration", None) if loading.enabled(cfg) else None
 
 
 def prompt_rows(cfg, split: str) -> list[dict]:

@@ -15,10 +15,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from rlsys.config.choices import DATA_SUFFIXES
 from rlsys.data.sources import jsonl_row
 from rlsys.errors import DataError
-
-SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
 @dataclass(frozen=True)
@@ -40,10 +39,10 @@ def source_files(spec: str) -> list[Path]:
     if not path.exists():
         raise DataError(f"data source '{spec}' does not exist (looked in {Path.cwd()}). Give a jsonl, json or "
                         "parquet file, a folder of them (e.g. rlsys curate's output_dir/data), or hf:NAME.")
-    files = sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES and p.is_file()) if path.is_dir() else [path]
+    files = sorted(p for p in path.rglob("*") if p.suffix in DATA_SUFFIXES and p.is_file()) if path.is_dir() else [path]
     if not files:
         raise DataError(f"folder '{spec}' holds no .jsonl, .json or .parquet files.")
-    unknown = [p for p in files if p.suffix not in SUFFIXES]
+    unknown = [p for p in files if p.suffix not in DATA_SUFFIXES]
     if unknown:
         raise DataError(f"'{unknown[0]}' is not a .jsonl, .json or .parquet file; streaming reads those only.")
     return files

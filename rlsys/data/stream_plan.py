@@ -8,30 +8,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from rlsys.data.pieces import SUFFIXES, first_row, plan_pieces
+from rlsys.data.pieces import first_row, plan_pieces
 from rlsys.data.stream import SourcePlan, StreamPlan
 from rlsys.errors import DataError
-
-AUTO_STREAM_BYTES = 256 * 2**20  # data.streaming=auto streams data.train above this size
-
-
-def streams(cfg) -> bool:
-    """Whether the job reads its training data as a stream (pretrain and SFT only)."""
-    if cfg.job not in ("pretrain", "sft"):
-        return False
-    if cfg.data.mixture:
-        return True
-    if cfg.data.streaming == "auto":
-        return bool(cfg.data.train) and not cfg.data.train.startswith("hf:") and _size(cfg.data.train) > AUTO_STREAM_BYTES
-    return bool(cfg.data.streaming)
-
-
-def _size(spec: str) -> int:
-    path = Path(spec).expanduser()
-    if not path.exists():
-        return 0  # the reader says that it is missing, with the fix
-    files = path.rglob("*") if path.is_dir() else [path]
-    return sum(p.stat().st_size for p in files if p.suffix in SUFFIXES and p.is_file())
 
 
 def stream_plan(cfg, tokenizer_path: str, tools: list[dict] | None = None) -> StreamPlan:

@@ -19,8 +19,9 @@ import functools
 import random
 from dataclasses import dataclass
 
+from rlsys.config.choices import OPERATIONS
+
 SPLITS = ("train", "heldout")
-OPERATIONS = ("+", "-", "*")
 # Spaces up to this size are enumerated in full; larger ones are sampled.
 _ENUMERATE_LIMIT = 250_000
 
@@ -287,3 +288,19 @@ def plausible_wrong_answers(problem: Problem, rng: random.Random, count: int) ->
         picked.append(choice)
         valid = [c for c in valid if c != choice]
     return [str(c) for c in picked]
+
+
+def tokenizer_texts(seed: int = 0, n: int = 2000) -> list[str]:
+    """What a tiny model's tokenizer learns from (`rlsys.models.tiny`): a sample of the embedded task's text, plain
+    Q/A lines and ChatML conversations."""
+    from rlsys.models.tiny import render_chatml
+
+    task = ArithmeticTask(seed=seed)
+    rng = random.Random(f"rlsys-tiny-tokenizer/{seed}")
+    docs = task.pretrain_texts("train")
+    convs = task.sft_conversations("train")
+    texts = rng.sample(docs, min(n, len(docs)))
+    texts += [render_chatml(c["messages"]) for c in rng.sample(convs, min(n, len(convs)))]
+    # A little of the other operations so their symbols are in the vocabulary whatever the task.
+    texts += [f"What is {rng.randint(0, 999)} {op} {rng.randint(0, 999)}?" for op in "+-*" for _ in range(50)]
+    return texts

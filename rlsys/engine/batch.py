@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rlsys.algorithms.masked import AGGREGATION_MODES
+from rlsys.config.choices import LOSS_AGGREGATIONS
 from rlsys.data.collate import IGNORE, pad
 
 TOKEN_FIELDS = ("old_logp", "ref_logp", "behaviour_logp", "advantages", "returns", "old_values")
@@ -109,7 +109,7 @@ def with_loss_weights(batch: dict[str, list], objective: str, hparams: dict) -> 
     elif mode == "seq_mean_token_sum_norm":
         weights = [1.0 / (hparams["max_len"] * len(tokens))] * len(tokens)
     else:
-        raise ValueError(f"unknown loss aggregation {mode!r}; choose one of {', '.join(AGGREGATION_MODES)}")
+        raise ValueError(f"unknown loss aggregation {mode!r}; choose one of {', '.join(LOSS_AGGREGATIONS)}")
     weighted = {**batch, "loss_weight": weights}
     return without_silent_samples(weighted) if objective == "policy" and only_advantages_move(hparams, batch) else weighted
 

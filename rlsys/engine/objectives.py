@@ -9,11 +9,24 @@ from __future__ import annotations
 
 import torch
 
-from rlsys.algorithms import (aggregate_loss, bradley_terry_loss, dpo_loss, entropy_from_logits, kl_loss, kl_penalty,
-                              kto_loss, masked_sum, orpo_loss, policy_loss, token_logprobs, value_loss, weighted_mean)
+from rlsys.algorithms import (
+    aggregate_loss,
+    bradley_terry_loss,
+    dpo_loss,
+    entropy_from_logits,
+    kl_loss,
+    kl_penalty,
+    kto_loss,
+    masked_sum,
+    orpo_loss,
+    policy_loss,
+    token_logprobs,
+    value_loss,
+    weighted_mean,
+)
+from rlsys.algorithms.ensemble import bootstrap_weights
 from rlsys.algorithms.off_policy import importance_weights
 from rlsys.data.collate import IGNORE
-from rlsys.rewards.ensemble import bootstrap_weights
 
 
 def model_inputs(batch: dict) -> dict:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 
-from rlsys.config.validate import ConfigError
 from rlsys.envs.calculator import CalculatorEnv
 from rlsys.envs.retry import RetryEnv
-from rlsys.rewards.errors import RewardConfigError
-from rlsys.rewards.user_function import import_target
+from rlsys.errors import ConfigError
+from rlsys.user_code import import_target
 
 BUILTIN = {"calculator": CalculatorEnv, "retry": RetryEnv}
 
@@ -32,10 +31,7 @@ def load_env_class(env_cfg) -> tuple[str, type]:
         target, _, name = str(env_cfg.path).rpartition(":")
         if not target or not name:
             raise ConfigError(f"env.path={env_cfg.path!r} should be 'path/file.py:ClassName' or 'module:ClassName'")
-        try:
-            module = import_target(target, kind="environment")
-        except RewardConfigError as err:
-            raise ConfigError(str(err)) from None
+        module = import_target(target, kind="environment")
         cls = getattr(module, name, None)
         if cls is None:
             classes = sorted(n for n, v in vars(module).items()
@@ -75,3 +71,13 @@ def tool_schemas(spec: EnvSpec) -> list[dict]:
     if not isinstance(tools, (list, tuple)) or not all(isinstance(t, dict) for t in tools):
         raise ConfigError(f"environment {spec.name}: `tools` must be a list of JSON schemas (dicts), got {tools!r:.80}")
     return list(tools)
+
+
+def env_tools(cfg) -> list[dict] | None:
+    """The tool schemas of the job's environment (None without one)."""
+    return tool_schemas(env_spec(cfg)) if enabled(cfg) else None
+
+
+def demonstrations(cfg):
+    """The environment's `demonstration(row) -> messages`, when it has one (the built-in calculator does)."""
+    return getattr(load_env_class(cfg.env)[1], "demonstration", None) if enabled(cfg) else None

@@ -1,9 +1,9 @@
 """A tiny causal LM and its tokenizer, built offline (no model hub).
 
 :func:`build_tiny_model` trains a small byte-level BPE tokenizer (digits always split into
-single-digit tokens, ChatML special tokens and chat template) on text from the embedded
-arithmetic task, builds a randomly initialised Qwen2 (or Llama) ``ForCausalLM`` sized to
-that vocabulary and saves both with ``save_pretrained``, so that
+single-digit tokens, ChatML special tokens and chat template) on the text it is given (for the
+embedded arithmetic task: `rlsys.data.task.tokenizer_texts`), builds a randomly initialised Qwen2
+(or Llama) ``ForCausalLM`` sized to that vocabulary and saves both with ``save_pretrained``, so that
 ``AutoModelForCausalLM.from_pretrained(path)``, ``AutoTokenizer.from_pretrained(path)``
 and vLLM load the folder like any hub checkpoint.
 """
@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import functools
 import pathlib
-import random
 from typing import Iterable
+
+from rlsys.config.choices import TINY_ARCHITECTURES
 
 ENDOFTEXT = "<|endoftext|>"
 IM_START = "<|im_start|>"
@@ -54,7 +55,6 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
-ARCHITECTURES = ("qwen2", "llama")
 
 
 def render_chatml(messages: list[dict], add_generation_prompt: bool = False) -> str:
@@ -71,21 +71,6 @@ def render_template(messages: list[dict], tools: list[dict] | None = None) -> st
 @functools.lru_cache(maxsize=1)
 def _bare_tokenizer():
     return train_tokenizer(["."], vocab_size=len(SPECIAL_TOKENS) + 256)
-
-
-def default_tokenizer_texts(seed: int = 0, n: int = 2000) -> list[str]:
-    """A sample of the embedded task's text: plain Q/A lines and ChatML conversations."""
-    from rlsys.data.task import ArithmeticTask
-
-    task = ArithmeticTask(seed=seed)
-    rng = random.Random(f"rlsys-tiny-tokenizer/{seed}")
-    docs = task.pretrain_texts("train")
-    convs = task.sft_conversations("train")
-    texts = rng.sample(docs, min(n, len(docs)))
-    texts += [render_chatml(c["messages"]) for c in rng.sample(convs, min(n, len(convs)))]
-    # A little of the other operations so their symbols are in the vocabulary whatever the task.
-    texts += [f"What is {rng.randint(0, 999)} {op} {rng.randint(0, 999)}?" for op in "+-*" for _ in range(50)]
-    return texts
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 320):
@@ -126,6 +111,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 320):
 def build_tiny_model(
     output_dir: str | pathlib.Path,
     *,
+    texts: list[str],
     arch: str = "qwen2",
     hidden_size: int = 128,
     num_layers: int = 2,
@@ -133,7 +119,6 @@ def build_tiny_model(
     intermediate_size: int = 512,
     max_position_embeddings: int = 512,
     seed: int = 0,
-    texts: list[str] | None = None,
     vocab_size: int = 320,
     rope_theta: float = 10000.0,
     tie_word_embeddings: bool = True,
@@ -141,14 +126,14 @@ def build_tiny_model(
     """Train the tokenizer, build a randomly initialised causal LM and save both to ``output_dir``.
 
     ``hidden_size / num_heads`` must be 64 (the head size vLLM's CPU attention supports).
-    ``texts`` trains the tokenizer (default: :func:`default_tokenizer_texts`).
+    ``texts`` trains the tokenizer (`rlsys.data.task.tokenizer_texts` for the embedded task).
     Returns the output directory.
     """
     import torch
     import transformers
 
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"Unknown arch {arch!r}; allowed: {', '.join(ARCHITECTURES)}")
+    if arch not in TINY_ARCHITECTURES:
+        raise ValueError(f"Unknown arch {arch!r}; allowed: {', '.join(TINY_ARCHITECTURES)}")
     if hidden_size % num_heads:
         raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
     if hidden_size // num_heads != 64:
@@ -158,7 +143,7 @@ def build_tiny_model(
     out = pathlib.Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    tokenizer = train_tokenizer(texts if texts is not None else default_tokenizer_texts(seed), vocab_size)
+    tokenizer = train_tokenizer(texts, vocab_size)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     common = dict(
         vocab_size=len(tokenizer),

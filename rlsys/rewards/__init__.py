@@ -1,7 +1,7 @@
 """Reward plumbing for RL training: rule rewards, user reward functions, weighted combination."""
 
+from rlsys.errors import RewardConfigError, RewardError
 from rlsys.rewards.combined import WeightedReward, build_reward, call_reward, plain_specs
-from rlsys.rewards.errors import RewardConfigError, RewardError
 from rlsys.rewards.rules import (
     RULES,
     answer_match,

@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 from ray.exceptions import RayError
 
-from rlsys.rewards.errors import RewardConfigError, RewardError
+from rlsys.config.choices import REWARD_TYPES
+from rlsys.errors import RewardConfigError, RewardError
 from rlsys.rewards.rules import RULE_FACTORIES, RULES
 from rlsys.rewards.user_function import load_reward_function
 
 RewardFn = Callable[..., Any]
-REWARD_TYPES = ("rule", "function", "model", "judge", "remote")
 REMOTE_KEYS = ("url", "token", "timeout_s", "max_retries")  # the config gives every term these; only remote reads them
 # keys every term may carry that are not a rule's options: reward-model ensembles, and monitor-only terms
 TERM_KEYS = ("type", "name", "weight", "monitor", "ensemble", "ensemble_penalty", *REMOTE_KEYS)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Callable
 
-from rlsys.rewards.errors import RewardConfigError, RewardError
+from rlsys.errors import RewardConfigError, RewardError
 
 Ask = Callable[[list[str]], list[str]]  # judge prompts -> the judge's replies
 

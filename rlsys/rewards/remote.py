@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from rlsys.rewards.errors import RewardError
+from rlsys.errors import RewardError
 
 TOKEN_ENV = "RLSYS_REWARD_TOKEN"
 _MAX_BACKOFF_S = 30.0

@@ -10,7 +10,7 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
 
-from rlsys.rewards.errors import RewardConfigError
+from rlsys.errors import RewardConfigError
 
 RewardFn = Callable[..., list[float]]
 

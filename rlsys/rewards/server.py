@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.exceptions import HTTPException
 
-from rlsys.rewards.errors import RewardError
+from rlsys.errors import RewardError
 from rlsys.rewards.remote import TOKEN_ENV
 
 RewardCallable = Callable[[list[str], list[str], dict[str, list]], tuple[np.ndarray, dict[str, np.ndarray]]]

@@ -16,16 +16,16 @@ from pathlib import Path
 
 from omegaconf import open_dict
 
-from rlsys.actors.cluster import connect, resolve_device
+from rlsys.actors.cluster import reserve, resolve_device
 from rlsys.actors.rollout import Sampling
 from rlsys.data.collate import render_ids
 from rlsys.data.job_data import prompt_rows
 from rlsys.errors import DataError, RlsysError
+from rlsys.loop.run_folder import prepare_output_dir
 from rlsys.models.builders import check_model_dir, end_of_turn_ids, load_tokenizer
 from rlsys.rewards import build_reward
-from rlsys.trainers.common import prepare_output_dir
-from rlsys.trainers.reward_roles import RewardActors, actor_terms, reward_specs, start_reward_actors
-from rlsys.trainers.rl_roles import reward_devices, start_engines
+from rlsys.roles.engines import start_engines
+from rlsys.roles.reward_actors import RewardActors, actor_terms, reward_specs, start_reward_actors
 
 DATASET = "distilled.jsonl"
 CHUNK = 256  # prompts per generation call: progress and ETA between calls
@@ -56,7 +56,7 @@ def write_dataset(cfg, path: Path) -> dict[str, float]:
     tokenizer = load_tokenizer(d.teacher)
     prompts = [render_ids(tokenizer, r["messages"], add_generation_prompt=True) for r in rows]
     device = resolve_device(cfg.cluster)
-    connect(cfg.cluster, cpus_needed=cfg.rollout.num_engines + reward_devices(cfg)[0])
+    reserve(cfg, device)
     actors = RewardActors()
     teacher = None
     try:

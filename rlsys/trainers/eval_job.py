@@ -14,16 +14,16 @@ from pathlib import Path
 
 from omegaconf import open_dict
 
-from rlsys.actors.cluster import connect, resolve_device
+from rlsys.actors.cluster import reserve, resolve_device
 from rlsys.actors.rollout import Sampling
 from rlsys.errors import RlsysError
+from rlsys.loop.run_folder import base_model_path, prepare_output_dir
 from rlsys.models.builders import check_model_dir, end_of_turn_ids, load_tokenizer
 from rlsys.rewards import build_reward
 from rlsys.rewards.pairwise import compare
-from rlsys.trainers.common import base_model_path, prepare_output_dir
-from rlsys.trainers.evaluate import HeldOut
-from rlsys.trainers.reward_roles import RewardActors, actor_terms, judge_term, reward_specs, start_reward_actors
-from rlsys.trainers.rl_roles import reward_devices, start_engines, start_judge_engines
+from rlsys.roles.engines import start_engines, start_judge_engines
+from rlsys.roles.reward_actors import RewardActors, actor_terms, judge_term, reward_specs, start_reward_actors
+from rlsys.trainers.held_out import HeldOut
 
 
 def answers_of(cfg, model: str, device: str, reward) -> tuple[HeldOut, list[str]]:
@@ -54,8 +54,7 @@ def run(cfg) -> dict:
         check_model_dir(model)
     build_reward(reward_specs(cfg))  # every term checked before any actor starts
     device = resolve_device(cfg.cluster)
-    judges = cfg.judge.num_engines if cfg.eval.against else 0
-    connect(cfg.cluster, cpus_needed=cfg.rollout.num_engines + judges + reward_devices(cfg)[0])
+    reserve(cfg, device)
     actors = RewardActors()
     try:
         start_reward_actors(cfg, device, actors, lambda: start_judge_engines(cfg, device))

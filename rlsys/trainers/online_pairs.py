@@ -16,14 +16,20 @@ import numpy as np
 
 from rlsys.actors import weight_sync
 from rlsys.actors.rollout import RolloutGroup
+from rlsys.data.batching import batch_indices
 from rlsys.data.job_data import encode_prompts, prompt_rows
 from rlsys.models.builders import end_of_turn_ids
 from rlsys.rewards import build_reward
-from rlsys.trainers.evaluate import check_columns
-from rlsys.trainers.reward_roles import (RewardActors, actor_terms, judge_term, reward_specs, score_samples,
-                                        start_reward_actors)
-from rlsys.trainers.rl_roles import rollout_sampling, start_engines, start_judge_engines
-from rlsys.trainers.supervised import batch_at
+from rlsys.roles.engines import rollout_sampling, start_engines, start_judge_engines
+from rlsys.roles.reward_actors import (
+    RewardActors,
+    actor_terms,
+    judge_term,
+    reward_specs,
+    score_samples,
+    start_reward_actors,
+)
+from rlsys.trainers.held_out import check_columns
 
 
 def ranked_pairs(prompt_ids: list[int], responses: list[list[int]], scores, pairs: int) -> list[dict]:
@@ -89,7 +95,7 @@ class OnlinePairs:
     def make_round(self, round_: int) -> tuple[list[list[dict]], dict[str, float]]:
         cfg, a = self.cfg, self.cfg.algo
         size = cfg.trainer.batch_size * a.round_steps
-        indices = batch_at(self.rows, round_, size, cfg.seed, indices_only=True)
+        indices = batch_indices(len(self.rows), round_, size, cfg.seed)
         began = time.perf_counter()
         generated = self.engines.generate([self.prompt_ids[i] for i in indices], self.sampling,
                                           seed=cfg.seed * 1_000_003 + round_)

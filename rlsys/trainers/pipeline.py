@@ -15,52 +15,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from rlsys.config.compose import compose_job
+from rlsys.config.jobs import controller
+from rlsys.config.stages import stage_configs
 from rlsys.config.validate import to_typed
-
-
-# pipeline.rl -> (stage, the stage whose final checkpoint it starts from)
-PLANS = {rl: [("pretrain", None), ("sft", "pretrain"), (rl, "sft")] for rl in ("grpo", "ppo", "dpo")}
-PLANS["rm+ppo"] = [("pretrain", None), ("sft", "pretrain"), ("rm", "sft"), ("ppo", "sft")]
-PLANS["agent"] = [("pretrain", None), ("sft", "pretrain"), ("grpo", "sft")]
-# The agent plan's stages on 2 CPU cores (the env preset sets the task, lengths and tokenizer): SFT stops while
-# the tool's use is half learned (40 steps: about a third right), so multi-turn GRPO has something to teach.
-AGENT_STAGES = {"pretrain": [], "sft": ["trainer.max_steps=40"],
-                "grpo": ["trainer.batch_size=16", "trainer.max_steps=150", "trainer.eval_every=50"]}
-
-
-# The rm+ppo plan's guards against reward hacking: an ensemble of reward heads whose disagreement lowers the
-# score, PPO on the normalised and clipped reward, the answer check as the gold monitor, and the run stopped
-# with its best checkpoint by gold when the gold falls while the proxy rises. The stop is what keeps held-out
-# accuracy above SFT's; without it PPO ends below (README, "Reward hacking").
-RM_PPO_STAGES = {"rm": ["algo.reward_heads=4"],
-                 "ppo": ["algo.reward_normalize=true", "algo.reward_clip=3.0", "trainer.stop_on_gold_drop=true"]}
-ENSEMBLE_PENALTY = 1.0
-
-
-def final_checkpoint(cfg, stage: str) -> Path:
-    return Path(cfg.output_dir) / stage / "checkpoints" / "final"
-
-
-def stage_config(cfg, stage: str, previous: str | None):
-    agent = cfg.pipeline.rl == "agent"
-    shared = [f"output_dir={Path(cfg.output_dir) / stage}", f"seed={cfg.seed}",
-              f"logger=[{','.join(cfg.logger)}]", f"resume={str(cfg.resume).lower()}",
-              f"data.task.seed={cfg.data.task.seed}", f"data.task.heldout_size={cfg.data.task.heldout_size}",
-              f"cluster.device={cfg.cluster.device}"]
-    shared += (["env=calculator", *AGENT_STAGES[stage]] if agent
-               else [f"data.task.max_operand={cfg.data.task.max_operand}"])
-    if cfg.pipeline.rl == "rm+ppo":
-        shared += RM_PPO_STAGES.get(stage, [])
-    if cfg.cluster.address:
-        shared.append(f"cluster.address={cfg.cluster.address}")
-    if previous:
-        shared.append(f"model.path={final_checkpoint(cfg, previous)}")
-    if stage == "ppo" and cfg.pipeline.rl == "rm+ppo":  # trained on the reward model; the answer check is gold
-        shared.append(f"reward=[{{type:model,name:reward_model,path:'{final_checkpoint(cfg, 'rm')}',"
-                      f"ensemble_penalty:{ENSEMBLE_PENALTY}}},{{type:rule,name:answer_match,monitor:true}}]")
-    overrides = shared + list(cfg.pipeline.stages.get(stage, []))
-    return to_typed(compose_job(stage, overrides))
 
 
 def reward_trend(output_dir: str, window: int = 10) -> dict[str, float]:
@@ -101,23 +58,19 @@ def print_table(summary: dict[str, float], episodes: dict[str, dict[str, float]]
 
 
 def run(cfg) -> dict[str, float]:
-    from rlsys.actors.cluster import connect
-    from rlsys.trainers import preference, rl, supervised
-    from rlsys.trainers.rl_roles import cpus_needed
+    from rlsys.actors.cluster import reserve, resolve_device
 
-    controllers = {"pretrain": supervised.train, "sft": supervised.train, "grpo": rl.train, "ppo": rl.train,
-                   "rm": preference.train, "dpo": preference.train}
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    stages = {stage: stage_config(cfg, stage, previous) for stage, previous in PLANS[cfg.pipeline.rl]}
-    connect(cfg.cluster, cpus_needed=max(cpus_needed(c) for c in stages.values()))  # one Ray for every stage
+    stages = {stage: to_typed(composed) for stage, composed in stage_configs(cfg).items()}
+    reserve(cfg, resolve_device(cfg.cluster))  # one Ray for every stage, sized for the largest
     summary: dict[str, float] = {}
     episodes: dict[str, dict[str, float]] = {}  # stages evaluated in episodes: tool calls and errors
     rewards: dict[str, dict[str, float]] = {}  # RL stages with a gold term: proxy and gold rewards
     for stage, stage_cfg in stages.items():
         print(f"\n=== {stage} -> {stage_cfg.output_dir} ===", flush=True)
-        metrics = _recorded(stage_cfg) if _done(stage_cfg) else controllers[stage](stage_cfg)
+        metrics = _recorded(stage_cfg) if _done(stage_cfg) else controller(stage_cfg.job)(stage_cfg)
         summary[stage] = float(metrics.get("eval/accuracy", float("nan")))
         if "eval/turns_mean" in metrics:
             episodes[stage] = {k: float(v) for k, v in metrics.items() if k.startswith("eval/")}

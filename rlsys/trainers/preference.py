@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import time
 
-from rlsys.actors.cluster import check_capacity, connect, resolve_device
+from rlsys.actors.cluster import reserve, resolve_device
+from rlsys.algorithms.ensemble import combine_heads
+from rlsys.config.jobs import uses_reference
+from rlsys.data.batching import batch_at
 from rlsys.data.job_data import feedback_rows, near_miss_pairs, preference_pairs
 from rlsys.errors import DataError
+from rlsys.loop.checkpoints import Checkpoints
+from rlsys.loop.run_folder import base_model_path, prepare_output_dir
+from rlsys.loop.steps import run_steps
 from rlsys.models.builders import load_tokenizer
-from rlsys.rewards.ensemble import combine_heads
-from rlsys.trainers.common import Checkpoints, base_model_path, engine_settings, prepare_output_dir, start_train_group
-from rlsys.trainers.evaluate import HeldOut
-from rlsys.trainers.loop import run_steps
-from rlsys.trainers.supervised import batch_at
+from rlsys.roles.train_group import engine_settings, start_train_group
+from rlsys.trainers.held_out import HeldOut
 
 SHOWN = ("loss", "accuracy", "margin", "chosen_reward", "rejected_reward", "chosen_score", "rejected_score",
          "preference_loss", "chosen_nll", "log_odds_ratio", "desirable_reward", "undesirable_reward", "kl",
@@ -49,7 +52,7 @@ class PreferenceController:
         a = cfg.algo
         self.objective = objective_of(cfg)
         self.dpo = cfg.job == "dpo"
-        self.with_reference = self.objective in ("dpo", "kto")
+        self.with_reference = uses_reference(cfg)
         self.out = prepare_output_dir(cfg)
         self.device = resolve_device(cfg.cluster)
         self.model_path = base_model_path(cfg)
@@ -88,16 +91,7 @@ class PreferenceController:
     # ---- actors -----------------------------------------------------------------------------------------
     def start(self) -> None:
         cfg, c = self.cfg, self.cfg.cluster
-        cpus = c.policy.num_ranks * c.policy.cpus_per_rank
-        gpus = c.policy.num_ranks * c.policy.gpus_per_rank
-        if self.with_reference:
-            cpus += c.reference.num_ranks * c.reference.cpus_per_rank
-            gpus += c.reference.num_ranks * c.reference.gpus_per_rank
-        if self.online:
-            cpus += cfg.rollout.num_engines
-            gpus += cfg.rollout.num_engines * cfg.rollout.tensor_parallel_size
-        connect(c, cpus_needed=cpus)
-        check_capacity(self.device, gpus)
+        reserve(cfg, self.device)
         if self.online:  # vLLM loads while the trainers set up
             self.online.start()
         role = "policy" if self.dpo else "reward"

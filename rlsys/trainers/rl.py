@@ -27,25 +27,33 @@ from rlsys.actors import weight_sync
 from rlsys.actors.cluster import resolve_device
 from rlsys.actors.rollout import Sampling
 from rlsys.algorithms import build_kl_controller, groups_with_spread, kl_penalty, masked_mean
+from rlsys.algorithms.advantages import estimate_advantages
 from rlsys.algorithms.reward_guards import RewardGuards
 from rlsys.algorithms.shaping import overlong_penalty
-from rlsys.config.validate import ConfigError
+from rlsys.data.batching import batch_indices
 from rlsys.data.collate import pad
 from rlsys.data.job_data import encode_prompts, prompt_rows
 from rlsys.envs import loading as envs
-from rlsys.envs.episodes import Trajectory, episode_runner
+from rlsys.errors import ConfigError
+from rlsys.loop.checkpoints import Checkpoints
+from rlsys.loop.run_folder import base_model_path, prepare_output_dir
+from rlsys.loop.steps import run_steps
 from rlsys.models.builders import end_of_turn_ids, load_tokenizer
 from rlsys.rewards import build_reward
-from rlsys.trainers.advantages import estimate_advantages
-from rlsys.trainers.ahead import AheadRollouts, Batch
-from rlsys.trainers.common import Checkpoints, base_model_path, mean_metrics, prepare_output_dir
-from rlsys.trainers.evaluate import HeldOut, check_columns
-from rlsys.trainers.loop import run_steps
-from rlsys.trainers.reward_roles import actor_terms, judge_term, reward_specs, score_samples
-from rlsys.trainers.rl_roles import RLRoles, rollout_sampling, start_roles
-from rlsys.trainers.samples import (Group, batch_from_dict, ragged, response_metrics, rewards_before_last_turn,
-                                   training_samples)
-from rlsys.trainers.supervised import batch_at
+from rlsys.roles.engines import rollout_sampling
+from rlsys.roles.reward_actors import actor_terms, judge_term, reward_specs, score_samples
+from rlsys.roles.rl_actors import RLRoles, start_roles
+from rlsys.rollouts.ahead import AheadRollouts, Batch
+from rlsys.rollouts.episodes import Trajectory, episode_runner
+from rlsys.rollouts.samples import (
+    Group,
+    batch_from_dict,
+    ragged,
+    response_metrics,
+    rewards_before_last_turn,
+    training_samples,
+)
+from rlsys.trainers.held_out import HeldOut, check_columns
 
 
 @contextmanager
@@ -75,6 +83,10 @@ def policy_hparams(cfg, kl_coef: float) -> dict:
             "entropy_coef": a.entropy_coef, "temperature": cfg.rollout.temperature, "value_clip": a.value_clip,
             "is_correction": is_correction(cfg), "is_level": a.is_level, "is_cap": a.is_cap, "is_low": a.is_low,
             "is_high": a.is_high}
+
+
+def mean_metrics(results: list[dict[str, float]]) -> dict[str, float]:
+    return {k: sum(m[k] for m in results) / len(results) for k in results[0]}
 
 
 def update(group, samples: dict[str, list], objective: str, hparams: dict, cfg) -> dict[str, float]:
@@ -293,7 +305,7 @@ class RLController:
         sampled: list[Group] = []
         for round_ in range(a.max_sample_rounds if a.dynamic_sampling else 1):
             round_seed = cfg.seed + 7_919 * round_
-            indices = batch_at(self.rows, step, size, round_seed, indices_only=True)
+            indices = batch_indices(len(self.rows), step, size, round_seed)
             batch, prompt_ids = [self.rows[i] for i in indices], [self.row_prompts[i] for i in indices]
             seed = round_seed * 1_000_003 + step
             if self.episodes is not None:  # perf/gen_s and perf/env_s are the runner's

@@ -5,31 +5,22 @@
 """
 from __future__ import annotations
 
-import random
 import time
 from pathlib import Path
 
-from rlsys.actors.cluster import check_capacity, connect, resolve_device
-from rlsys.data.job_data import env_tools, pretrain_blocks, sft_examples
-from rlsys.data.stream_plan import stream_plan, streams
+from rlsys.actors.cluster import reserve, resolve_device
+from rlsys.config.jobs import streams
+from rlsys.data.batching import batch_at
+from rlsys.data.job_data import pretrain_blocks, sft_examples
+from rlsys.data.stream_plan import stream_plan
 from rlsys.envs import loading
 from rlsys.errors import DataError
+from rlsys.loop.checkpoints import Checkpoints
+from rlsys.loop.run_folder import base_model_path, prepare_output_dir
+from rlsys.loop.steps import run_steps
 from rlsys.models.builders import load_tokenizer
-from rlsys.trainers.common import Checkpoints, base_model_path, engine_settings, prepare_output_dir, start_train_group
-from rlsys.trainers.evaluate import HeldOut
-from rlsys.trainers.loop import run_steps
-
-
-def batch_at(examples: list[dict], step: int, batch_size: int, seed: int, indices_only: bool = False):
-    """The batch of a step, a pure function of (step, seed): a resumed run sees exactly what it would have."""
-    per_epoch = len(examples) // batch_size
-    epoch, offset = divmod(step - 1, per_epoch)
-    order = list(range(len(examples)))
-    random.Random(seed * 100_003 + epoch).shuffle(order)
-    picked = order[offset * batch_size:(offset + 1) * batch_size]
-    if indices_only:
-        return picked
-    return {key: [examples[i][key] for i in picked] for key in examples[0]}
+from rlsys.roles.train_group import engine_settings, start_train_group
+from rlsys.trainers.held_out import HeldOut
 
 
 def mixture_shares(result: dict[str, float]) -> dict[str, float]:
@@ -40,9 +31,10 @@ def mixture_shares(result: dict[str, float]) -> dict[str, float]:
 
 
 def load_examples(cfg, tokenizer) -> list[dict]:
+    demonstrate = loading.demonstrations(cfg)
     if cfg.job == "pretrain":
-        return [{"input_ids": block, "labels": block} for block in pretrain_blocks(cfg, tokenizer)]
-    examples = sft_examples(cfg, tokenizer)
+        return [{"input_ids": block, "labels": block} for block in pretrain_blocks(cfg, tokenizer, demonstrate)]
+    examples = sft_examples(cfg, tokenizer, loading.env_tools(cfg), demonstrate)
     if cfg.data.packing:  # several conversations per sequence, each with its own positions
         return [{"input_ids": ids, "labels": labels, "position_ids": positions} for ids, labels, positions in examples]
     return [{"input_ids": ids, "labels": labels} for ids, labels in examples]
@@ -56,7 +48,7 @@ class SupervisedController:
         self.model_path = base_model_path(cfg)
         self.tokenizer = load_tokenizer(self.model_path)
         # streamed: the ranks read their data themselves, the driver holds the plan (file names, byte ranges)
-        self.stream = stream_plan(cfg, self.model_path, env_tools(cfg)) if streams(cfg) else None
+        self.stream = stream_plan(cfg, self.model_path, loading.env_tools(cfg)) if streams(cfg) else None
         self.examples = None if self.stream else load_examples(cfg, self.tokenizer)
         if self.examples is not None and len(self.examples) < cfg.trainer.batch_size:
             raise DataError(f"{len(self.examples)} training sequences are fewer than "
@@ -67,16 +59,14 @@ class SupervisedController:
         self.episodes = None
         if cfg.job == "sft" and loading.enabled(cfg) and self.held_out:
             from rlsys.models.builders import end_of_turn_ids
-            from rlsys.envs.episodes import episode_runner
+            from rlsys.rollouts.episodes import episode_runner
 
             self.episodes = episode_runner(cfg, self.tokenizer, self.model_path, end_of_turn_ids(self.tokenizer))
         self.policy = None
 
     def start(self) -> None:
-        cfg, ranks = self.cfg, self.cfg.cluster.policy
-        data_cpus = self.stream.cpus_per_rank() if self.stream else 0.0
-        connect(cfg.cluster, cpus_needed=ranks.num_ranks * (ranks.cpus_per_rank + data_cpus))
-        check_capacity(self.device, ranks.num_ranks * ranks.gpus_per_rank)
+        cfg = self.cfg
+        reserve(cfg, self.device)
         self.policy = start_train_group("policy", cfg, self.model_path, self.device, trainable=True,
                                         engine=engine_settings(cfg))
         if self.stream:

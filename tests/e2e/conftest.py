@@ -28,9 +28,10 @@ def ray_cluster():
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> str:
+    from rlsys.data.task import tokenizer_texts
     from rlsys.models.tiny import build_tiny_model
 
-    return str(build_tiny_model(tmp_path_factory.mktemp("models") / "tiny"))
+    return str(build_tiny_model(tmp_path_factory.mktemp("models") / "tiny", texts=tokenizer_texts()))
 
 
 @pytest.fixture(scope="session")
@@ -52,8 +53,8 @@ def vllm_rollout(ray_cluster, tiny_model):
 
 def run_job(job: str, output_dir, *overrides: str) -> list[dict]:
     """Run a job in this process (on the session's Ray) exactly as `rlsys JOB overrides` would; its metrics."""
-    from rlsys.launchers.run import run_config
     from rlsys.config.compose import compose_job
+    from rlsys.launchers.run import run_config
     from rlsys.logging import read_metrics
 
     run_config(compose_job(job, [f"output_dir={output_dir}", "logger=[jsonl]", *overrides]))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rlsys.envs.episodes import EnvironmentFailed
+from rlsys.rollouts.episodes import EnvironmentFailed
 from tests.e2e.conftest import in_background, run_job
 from tests.e2e.test_fault_tolerance import as_crashed_after_step_5, wait_for_step
 

@@ -9,10 +9,10 @@ import torch
 
 from rlsys.actors.rollout import Sampling
 from rlsys.data.task import ArithmeticTask
-from rlsys.envs.episodes import EnvironmentFailed, EpisodeRunner, Limits
-from rlsys.envs.loading import EnvSpec, load_env_class
 from rlsys.engine.batch import to_tensors
+from rlsys.envs.loading import EnvSpec, load_env_class
 from rlsys.models.builders import end_of_turn_ids, load_tokenizer
+from rlsys.rollouts.episodes import EnvironmentFailed, EpisodeRunner, Limits
 
 pytestmark = pytest.mark.e2e
 ENVS = Path(__file__).parent / "faulty_envs.py"

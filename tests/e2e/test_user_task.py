@@ -57,8 +57,8 @@ def test_sft_and_grpo_are_evaluated_by_the_users_reward_on_the_users_rows(user_t
 
 
 def test_rlsys_eval_scores_both_checkpoints_and_judges_them_against_the_sft_model(user_task):
-    from rlsys.launchers.run import run_config
     from rlsys.config.compose import compose_job
+    from rlsys.launchers.run import run_config
 
     folder, common, sft_metrics, grpo_metrics = user_task
     sft, grpo = (str(folder / job / "checkpoints" / "final") for job in ("sft", "grpo"))

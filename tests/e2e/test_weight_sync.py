@@ -13,7 +13,7 @@ def start_policy(tiny_model: str, zero_stage: int, lr: float = 5e-2, max_tokens:
 
     from rlsys.actors.group import Placement, create_placement
     from rlsys.config.schema import JobConfig
-    from rlsys.trainers.common import engine_settings, start_train_group
+    from rlsys.roles.train_group import engine_settings, start_train_group
 
     cfg = OmegaConf.structured(JobConfig)
     cfg.deepspeed.zero_stage = zero_stage

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from rlsys.launchers.cli import main
 from rlsys.data.sources import load_rows
+from rlsys.launchers.cli import main
 from rlsys.rewards import RewardError, WeightedReward
 
 pytestmark = pytest.mark.timeout(120)
@@ -14,9 +14,10 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> str:
+    from rlsys.data.task import tokenizer_texts
     from rlsys.models.tiny import build_tiny_model
 
-    return str(build_tiny_model(tmp_path_factory.mktemp("bad_inputs") / "tiny"))
+    return str(build_tiny_model(tmp_path_factory.mktemp("bad_inputs") / "tiny", texts=tokenizer_texts()))
 
 
 @pytest.fixture
@@ -51,7 +52,7 @@ def assert_clear(code: int, err: str, expected_code: int, *phrases: str) -> None
     (["grpo", "algo.kl_estimator=k9"], ["'algo.kl_estimator' is 'k9'; allowed: k1, k2, k3"]),
     (["sft", "trainer.max_steps=["], ["cannot parse override"]),
     (["sft", "data.max_length=4"], ["data.max_length must be above 8"]),
-    (["sft", "logger=[console,tensorboard]"], ["logger 'tensorboard' is unknown"]),
+    (["sft", "logger=[console,tensorboard]"], ["config key 'logger' is 'tensorboard'; allowed: console, jsonl, wandb"]),
     (["grpo", "rollout.max_new_tokens=0"], ["rollout.max_new_tokens is the answer's length limit"]),
     (["grpo", "rollout.temperature=-0.5"], ["rollout.temperature must be 0 (greedy) or more"]),
     (["serve-reward", "serve.port=99999"], ["serve.port must be a TCP port, 1-65535, got 99999"]),
@@ -360,7 +361,7 @@ def test_full_disk_during_a_checkpoint_save_keeps_the_previous_one(tmp_path):
     from pathlib import Path
 
     from rlsys.errors import RlsysError
-    from rlsys.trainers.common import Checkpoints
+    from rlsys.loop.checkpoints import Checkpoints
 
     class Group:
         def __init__(self, full: bool):

@@ -12,9 +12,10 @@ from rlsys.engine.objectives import OBJECTIVES
 def model(tmp_path_factory):
     from transformers import AutoModelForCausalLM
 
+    from rlsys.data.task import tokenizer_texts
     from rlsys.models.tiny import build_tiny_model
 
-    folder = build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+    folder = build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", texts=tokenizer_texts())
     return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
 
 

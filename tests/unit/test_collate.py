@@ -2,6 +2,7 @@
 import pytest
 
 from rlsys.data.collate import IGNORE, encode_chat, pack_examples, pack_texts, pad, render_ids
+from rlsys.data.task import tokenizer_texts
 from rlsys.engine.batch import response_values, to_tensors
 from rlsys.models.tiny import build_tiny_model
 
@@ -10,7 +11,7 @@ from rlsys.models.tiny import build_tiny_model
 def tokenizer(tmp_path_factory):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(build_tiny_model(tmp_path_factory.mktemp("tiny")))
+    return AutoTokenizer.from_pretrained(build_tiny_model(tmp_path_factory.mktemp("tiny"), texts=tokenizer_texts()))
 
 
 def test_assistant_only_labels_token_by_token(tokenizer):
@@ -27,7 +28,8 @@ def test_assistant_only_labels_token_by_token(tokenizer):
 
 
 def test_llama3_style_template_masks_each_assistant_turn(tmp_path):
-    from tests.unit.test_end_of_turn import LLAMA3_TEMPLATE, tokenizer as make_tokenizer
+    from tests.unit.test_end_of_turn import LLAMA3_TEMPLATE
+    from tests.unit.test_end_of_turn import tokenizer as make_tokenizer
 
     tok = make_tokenizer(["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
                          "<|end_of_text|>", LLAMA3_TEMPLATE)

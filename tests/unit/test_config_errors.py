@@ -5,7 +5,8 @@ import sys
 import pytest
 
 from rlsys.config.compose import compose_job
-from rlsys.config.validate import ConfigError, to_typed
+from rlsys.config.validate import to_typed
+from rlsys.errors import ConfigError
 
 
 def rlsys(*args: str) -> subprocess.CompletedProcess:

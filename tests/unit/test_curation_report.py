@@ -5,13 +5,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from rlsys.launchers.cli import JOBS
 from rlsys.config.compose import compose_job
-from rlsys.config.validate import ConfigError, check_overrides, to_typed
-from rlsys.curation import report
-from rlsys.curation.run import check
+from rlsys.config.jobs import JOBS
+from rlsys.config.validate import check_overrides, to_typed
+from rlsys.curation import funnel_report
+from rlsys.curation.curate import check
 from rlsys.curation.sft_select import prompt_and_reply, top_k
-from rlsys.errors import DataError
+from rlsys.errors import ConfigError, DataError
 
 STAGES = ["heuristics", "exact_dedup", "near_dedup", "quality"]
 TIMINGS = {"input": 1.0, "heuristics": 2.0, "exact_dedup": 0.5, "near_dedup": 1.0, "quality": 1.0}
@@ -19,7 +19,7 @@ TIMINGS = {"input": 1.0, "heuristics": 2.0, "exact_dedup": 0.5, "near_dedup": 1.
 
 def counts_of(rows):
     """(stage, reason, label, docs, tokens, input_tokens) rows as merge_summaries builds them."""
-    return report.merge_summaries([json.dumps({"counts": rows, "samples": {}, "nodes": ["a"]})], 3)["counts"]
+    return funnel_report.merge_summaries([json.dumps({"counts": rows, "samples": {}, "nodes": ["a"]})], 3)["counts"]
 
 
 COUNTS = counts_of([
@@ -36,7 +36,7 @@ COUNTS = counts_of([
 
 
 def test_funnel_counts_documents_and_tokens_after_each_stage():
-    rows = report.funnel(COUNTS, STAGES, TIMINGS)
+    rows = funnel_report.funnel(COUNTS, STAGES, TIMINGS)
     assert [(r["stage"], r["docs"]) for r in rows] == [("input", 141), ("heuristics", 115), ("exact_dedup", 105),
                                                        ("near_dedup", 96), ("quality", 91)]
     assert rows[0]["tokens"] == 1239 and rows[-1]["tokens"] == 910
@@ -44,14 +44,14 @@ def test_funnel_counts_documents_and_tokens_after_each_stage():
 
 
 def test_precision_and_recall_per_filter_and_rule_set():
-    pr = report.precision_recall(COUNTS, STAGES)
+    pr = funnel_report.precision_recall(COUNTS, STAGES)
     assert pr["heuristics"] == {"target": "junk", "dropped": 26, "dropped_target": 24, "precision": 0.9231,
                                 "recall": round(24 / 28, 4)}
     assert pr["heuristics/char_repetition"]["recall"] == round(6 / 28, 4)
     assert pr["heuristics/gopher_quality"]["recall"] == round(18 / 22, 4)  # what char_repetition left
     assert pr["near_dedup"]["recall"] == 0.9 and pr["near_dedup"]["precision"] == 1.0
     assert pr["quality"] == {"target": "junk", "dropped": 5, "dropped_target": 4, "precision": 0.8, "recall": 1.0}
-    assert report.overall(COUNTS) == {"junk_removed": 1.0, "clean_lost": round(3 / 93, 4),
+    assert funnel_report.overall(COUNTS) == {"junk_removed": 1.0, "clean_lost": round(3 / 93, 4),
                                       "exact_dups_removed": 1.0, "near_dups_removed": 0.9}
 
 
@@ -60,16 +60,16 @@ def test_summaries_merge_samples_and_the_report_is_written(tmp_path):
                       "_reason": ["", "blocklist:blocked_words", "blocklist:blocked_words"],
                       "_tokens": [5, 3, 4], "_input_tokens": [5, 3, 4], "_text": ["a b", "casino", "casino 2"],
                       "_dup_of": [-1, -1, -1], "_score": [float("nan")] * 3, "_node": ["n1", "n1", "n2"]})
-    summary = report.merge_summaries([report.summarize_batch(table, samples=1)["summary"][0].as_py()], 1)
+    summary = funnel_report.merge_summaries([funnel_report.summarize_batch(table, samples=1)["summary"][0].as_py()], 1)
     assert summary["nodes"] == ["n1", "n2"]
     assert summary["samples"]["blocklist:blocked_words"] == [{"id": 1, "text": "casino"}]
-    result = report.build(summary, ["heuristics"], {"input": 1.0, "heuristics": 1.0}, {}, {},
+    result = funnel_report.build(summary, ["heuristics"], {"input": 1.0, "heuristics": 1.0}, {}, {},
                           {"input": "x", "output": "y", "token_unit": "words"})
     assert "precision_recall" not in result  # no labels, no figures against them
-    report.write(result, tmp_path)
+    funnel_report.write(result, tmp_path)
     assert json.loads((tmp_path / "report.json").read_text())["funnel"][1]["docs"] == 1
     assert (tmp_path / "funnel.png").stat().st_size > 10_000
-    assert "blocklist:blocked_words" in report.table(result)
+    assert "blocklist:blocked_words" in funnel_report.table(result)
 
 
 def test_prompt_and_reply_and_top_k():

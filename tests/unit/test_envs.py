@@ -5,14 +5,13 @@ import math
 import pytest
 import torch
 
-from rlsys.config.validate import ConfigError
 from rlsys.envs import StepResult, parse_assistant
 from rlsys.envs.base import MalformedOutput, check_messages, check_step
 from rlsys.envs.calculator import CalculatorEnv, calculator
 from rlsys.envs.loading import load_env_class
 from rlsys.envs.rendering import TurnRenderer
 from rlsys.envs.retry import RetryEnv
-from rlsys.errors import ModelError
+from rlsys.errors import ConfigError, ModelError
 
 CALL = '<tool_call>\n{"name": "calculator", "arguments": {"expression": "347 * 862"}}\n</tool_call>'
 ROW = {"messages": [{"role": "user", "content": "What is 347 * 862?"}], "answer": "299114"}
@@ -20,9 +19,10 @@ ROW = {"messages": [{"role": "user", "content": "What is 347 * 862?"}], "answer"
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from rlsys.models.tiny import default_tokenizer_texts, train_tokenizer
+    from rlsys.data.task import tokenizer_texts
+    from rlsys.models.tiny import train_tokenizer
 
-    return train_tokenizer(default_tokenizer_texts(n=200))
+    return train_tokenizer(tokenizer_texts(n=200))
 
 
 def test_tool_calls_are_parsed_hermes_style():
@@ -133,8 +133,8 @@ def test_loss_mask_is_the_response_mask():
 
 
 def test_turn_rewards_are_credited_where_earned():
+    from rlsys.algorithms.advantages import estimate_advantages
     from rlsys.config.schema import AlgoConfig
-    from rlsys.trainers.advantages import estimate_advantages
 
     mask = torch.tensor([[1.0, 1.0, 0.0, 1.0]])
     turns = torch.tensor([[0.0, 0.5, 0.0, 0.0]])  # 0.5 after the first turn, 1.0 at the end: 1.5 in all

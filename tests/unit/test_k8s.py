@@ -8,9 +8,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from rlsys.launchers.k8s import KubeOptions, main_k8s, render_raycluster, render_rayjob
 from rlsys.config.compose import compose_job
 from rlsys.config.validate import to_typed
+from rlsys.launchers.k8s import KubeOptions, main_k8s, render_raycluster, render_rayjob
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "launchers" / "kuberay_schema.json").read_text())
 

@@ -2,8 +2,8 @@
 import pytest
 
 from rlsys.config.compose import compose_job
+from rlsys.config.stages import PLANS, stage_config
 from rlsys.config.validate import to_typed
-from rlsys.trainers.pipeline import PLANS, stage_config
 
 
 @pytest.mark.parametrize("rl, stages", [("grpo", ["pretrain", "sft", "grpo"]), ("ppo", ["pretrain", "sft", "ppo"]),
@@ -17,7 +17,7 @@ def test_stages_of_each_plan(rl, stages):
 def test_rm_then_ppo_scores_with_the_trained_reward_model(tmp_path):
     cfg = to_typed(compose_job("pipeline", [f"output_dir={tmp_path}", "pipeline.rl=rm+ppo",
                                             "pipeline.stages.rm=['trainer.max_steps=7']"]))
-    configs = {stage: stage_config(cfg, stage, parent) for stage, parent in PLANS["rm+ppo"]}
+    configs = {stage: to_typed(stage_config(cfg, stage, parent)) for stage, parent in PLANS["rm+ppo"]}
     assert configs["rm"].job == "rm" and configs["rm"].trainer.max_steps == 7
     assert configs["rm"].model.path == configs["ppo"].model.path == str(tmp_path / "sft" / "checkpoints" / "final")
     rm, gold = configs["ppo"].reward
@@ -31,7 +31,7 @@ def test_rm_then_ppo_scores_with_the_trained_reward_model(tmp_path):
 def test_agent_plan_runs_every_stage_on_the_calculator(tmp_path):
     cfg = to_typed(compose_job("pipeline", [f"output_dir={tmp_path}", "pipeline.rl=agent",
                                             "pipeline.stages.grpo=['trainer.max_steps=9']"]))
-    configs = {stage: stage_config(cfg, stage, parent) for stage, parent in PLANS["agent"]}
+    configs = {stage: to_typed(stage_config(cfg, stage, parent)) for stage, parent in PLANS["agent"]}
     assert list(configs) == ["pretrain", "sft", "grpo"]
     for stage in configs.values():
         assert stage.env.name == "calculator" and list(stage.data.task.operations) == ["*"]

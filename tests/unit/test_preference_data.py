@@ -11,10 +11,11 @@ from rlsys.errors import DataError
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
+    from rlsys.data.task import tokenizer_texts
     from rlsys.models.builders import load_tokenizer
     from rlsys.models.tiny import build_tiny_model
 
-    return load_tokenizer(str(build_tiny_model(tmp_path_factory.mktemp("pref") / "tiny")))
+    return load_tokenizer(str(build_tiny_model(tmp_path_factory.mktemp("pref") / "tiny", texts=tokenizer_texts())))
 
 
 def config(*overrides: str):

@@ -5,9 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from rlsys.launchers.cli import JOBS, key_value_overrides
 from rlsys.config.compose import compose_job
-from rlsys.config.validate import ConfigError, to_typed
+from rlsys.config.jobs import JOBS
+from rlsys.config.validate import to_typed
+from rlsys.errors import ConfigError
+from rlsys.launchers.cli import key_value_overrides
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from rlsys.algorithms import bradley_terry_loss
+from rlsys.algorithms.ensemble import bootstrap_weights, combine_heads
 from rlsys.algorithms.reward_guards import RunningMoments, guard_rewards
 from rlsys.config.compose import compose_job
-from rlsys.config.validate import ConfigError, to_typed
+from rlsys.config.validate import to_typed
 from rlsys.data.task import ArithmeticTask
-from rlsys.errors import DataError
+from rlsys.errors import ConfigError, DataError
+from rlsys.loop.gold_watch import BEST, STOP, GoldWatch
 from rlsys.rewards import RewardConfigError, build_reward
-from rlsys.rewards.ensemble import bootstrap_weights, combine_heads
-from rlsys.trainers.gold_watch import BEST, STOP, GoldWatch
 from rlsys.trainers.online_pairs import ranked_pairs
 
 
@@ -96,7 +96,7 @@ def test_stop_on_gold_drop_needs_a_monitored_term_and_an_rl_job():
     ok = to_typed(compose_job("ppo", ["trainer.stop_on_gold_drop=true",
                                       "reward=[{type:function,path:'x.py:f'},{type:rule,name:answer_match,monitor:true}]"]))
     assert ok.reward[1].monitor
-    with pytest.raises(ConfigError, match="ensemble must be one of mean, min"):
+    with pytest.raises(ConfigError, match=r"config key .reward\[0\].ensemble. is .median.; allowed: mean, min"):
         to_typed(compose_job("ppo", ["reward=[{type:model,path:rm,ensemble:median}]"]))
 
 
@@ -161,13 +161,14 @@ def test_near_miss_pairs_are_off_by_one_and_the_dropped_carry():
 
 def test_thumbs_labels_and_feedback_rows(tmp_path):
     from rlsys.data.job_data import feedback_rows, thumbs
+    from rlsys.data.task import tokenizer_texts
     from rlsys.models.builders import load_tokenizer
     from rlsys.models.tiny import build_tiny_model
 
     assert [thumbs(v, "row") for v in (True, "false", 1, "0", "up", "Down")] == [1.0, 0.0, 1.0, 0.0, 1.0, 0.0]
     with pytest.raises(DataError, match="row 3: label 'maybe' is not a thumbs up or down"):
         thumbs("maybe", "row 3")
-    model = build_tiny_model(tmp_path / "tiny", seed=0)
+    model = build_tiny_model(tmp_path / "tiny", seed=0, texts=tokenizer_texts())
     data = tmp_path / "thumbs.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in [{"question": "What is 1 + 1?", "reply": "2", "good": True},
                                                        {"question": "What is 1 + 2?", "reply": "4", "good": False}]))

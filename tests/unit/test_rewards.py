@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from rlsys.errors import UserCodeError
 from rlsys.rewards import (
     RULES,
     RewardConfigError,
@@ -144,14 +145,14 @@ def test_spec_without_colon():
 
 def test_missing_file_names_path_and_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(RewardConfigError) as err:
+    with pytest.raises(UserCodeError) as err:
         load_reward_function("nope/missing.py:score")
     assert "nope/missing.py" in str(err.value) and str(tmp_path) in str(err.value)
 
 
 def test_import_error_names_file_and_cause(tmp_path):
     path = _write(tmp_path, "import not_a_real_module_xyz\n", name="broken.py")
-    with pytest.raises(RewardConfigError) as err:
+    with pytest.raises(UserCodeError) as err:
         load_reward_function(f"{path}:score")
     message = str(err.value)
     assert "broken.py" in message and "ModuleNotFoundError" in message and "not_a_real_module_xyz" in message

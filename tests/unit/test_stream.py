@@ -10,13 +10,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from rlsys.config.compose import compose_job
-from rlsys.config.validate import ConfigError, to_typed
+from rlsys.config.jobs import streams
+from rlsys.config.validate import to_typed
 from rlsys.data.collate import pack_texts
 from rlsys.data.encode import encode_pieces
 from rlsys.data.pieces import Piece, plan_pieces, read_piece
 from rlsys.data.stream import furthest_below_weight
-from rlsys.data.stream_plan import stream_plan, streams
-from rlsys.errors import DataError
+from rlsys.data.stream_plan import stream_plan
+from rlsys.errors import ConfigError, DataError
 
 COLUMNS = {"text": "text"}
 
@@ -78,9 +79,10 @@ def encode(piece: Piece, tokenizer_path: str, mode: str = "text", block: int = 3
 
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory):
+    from rlsys.data.task import tokenizer_texts
     from rlsys.models.tiny import build_tiny_model
 
-    return str(build_tiny_model(tmp_path_factory.mktemp("tiny")))
+    return str(build_tiny_model(tmp_path_factory.mktemp("tiny"), texts=tokenizer_texts()))
 
 
 def test_text_blocks_are_the_packed_documents_shuffled_by_epoch(tmp_path, tokenizer_dir):
@@ -142,7 +144,7 @@ def test_plan_names_weights_and_pieces(tmp_path, tokenizer_dir):
     (["data.mixture=[{path: X, weight: 0}]"], r"data.mixture\[0\].weight must be positive"),
     (["data.mixture=[{weight: 1}]"], r"data.mixture\[0\] needs a path"),
     (["data.mixture=[{path: X}]", "data.train=Y"], "set data.mixture or data.train, not both"),
-    (["data.streaming=sometimes"], "data.streaming is 'sometimes'; allowed: auto, true, false"),
+    (["data.streaming=sometimes"], "config key 'data.streaming' is 'sometimes'; allowed: auto, true, false"),
     (["data.mixture=[{path: X, epochs: 0}]"], r"epochs must be at least 1"),
 ])
 def test_bad_streaming_settings_stop_before_start(overrides, message):

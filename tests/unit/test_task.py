@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 import re
+
+import pytest
 
 from rlsys.data.task import ArithmeticTask, Problem, plausible_wrong_answer
 

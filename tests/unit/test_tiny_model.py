@@ -9,12 +9,13 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from rlsys.data.task import tokenizer_texts  # noqa: E402
 from rlsys.models.tiny import CHAT_TEMPLATE, build_tiny_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("tiny"), seed=0)
+    return build_tiny_model(tmp_path_factory.mktemp("tiny"), seed=0, texts=tokenizer_texts())
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def test_builds_and_reloads(tiny_dir, tokenizer):
 def test_same_seed_same_weights(tmp_path, tiny_dir):
     from safetensors.torch import load_file
 
-    again = build_tiny_model(tmp_path / "again", seed=0)
+    again = build_tiny_model(tmp_path / "again", seed=0, texts=tokenizer_texts())
     a, b = load_file(tiny_dir / "model.safetensors"), load_file(again / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
@@ -102,6 +103,6 @@ def test_llama_arch_and_shape_checks(tmp_path):
     model = transformers.AutoModelForCausalLM.from_pretrained(path)
     assert model.config.model_type == "llama"
     with pytest.raises(ValueError, match="64"):
-        build_tiny_model(tmp_path / "bad", hidden_size=128, num_heads=4)
+        build_tiny_model(tmp_path / "bad", hidden_size=128, num_heads=4, texts=tokenizer_texts())
     with pytest.raises(ValueError, match="arch"):
-        build_tiny_model(tmp_path / "bad", arch="gpt2")
+        build_tiny_model(tmp_path / "bad", arch="gpt2", texts=tokenizer_texts())

@@ -9,7 +9,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-PREFERENCE_LOSSES = ("sigmoid", "ipo", "kto", "orpo")
 PAIR_LOGRATIO_LOSSES = ("sigmoid", "ipo")  # what dpo_loss computes
 
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rlsys.envs.episodes import episode_metrics
-from rlsys.trainers.ahead import Batch
+from rlsys.rollouts.ahead import Batch
+from rlsys.rollouts.episodes import episode_metrics
 
 CLIPPED = ("length", "max_turns", "max_total_tokens")  # a response or episode that ran out of room
 

@@ -7,18 +7,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rlsys import watchdog
 from rlsys.actors.group import ActorGroup
 from rlsys.actors.rollout import RolloutGroup, Sampling
+from rlsys.algorithms.ensemble import combine_heads
+from rlsys.config.jobs import SELF_JUDGE, judge_has_engines, reward_model_paths
 from rlsys.data.collate import render_ids
 from rlsys.data.job_data import response_ids
 from rlsys.models.builders import end_of_turn_ids, load_tokenizer
-from rlsys import watchdog
 from rlsys.rewards import WeightedReward, plain_specs
-from rlsys.rewards.ensemble import combine_heads
 from rlsys.rewards.judge import JudgeReward
-from rlsys.trainers.common import engine_settings, start_train_group
-
-SELF = "policy"
+from rlsys.roles.train_group import engine_settings, start_train_group
 
 
 def reward_specs(cfg) -> list[dict]:
@@ -33,15 +32,6 @@ def score_samples(reward: WeightedReward, rows: list[dict], completions: list[st
     messages = [row["messages"] for row in rows for _ in range(n)]
     return watchdog.call(reward, prompts, completions, columns, messages=messages, kind="reward_s",
                          role=f"the reward ({', '.join(reward.names)})", call=f"scoring {len(prompts)} samples")
-
-
-def actor_reward_specs(cfg) -> list[dict]:
-    return [term for term in cfg.reward if term.type in ("model", "judge")]
-
-
-def uses_judge_engines(cfg) -> bool:
-    """A judge with its own engines (not the policy's)."""
-    return any(t.type == "judge" for t in cfg.reward) and cfg.judge.model not in (None, SELF)
 
 
 class RewardModelTerm:
@@ -90,11 +80,10 @@ class RewardActors:
 def start_reward_actors(cfg, device: str, started: RewardActors, judge_engines) -> RewardActors:
     """Start what the reward terms need into `started` (so a caller can kill a half-started set)."""
     frozen = engine_settings(cfg)
-    for spec in actor_reward_specs(cfg):
-        if spec.type == "model" and spec.path not in started.models:
-            started.models[spec.path] = start_train_group("reward", cfg, spec.path, device, trainable=False,
-                                                          engine=frozen)
-    if uses_judge_engines(cfg):
+    for path in reward_model_paths(cfg.reward):
+        if path not in started.models:
+            started.models[path] = start_train_group("reward", cfg, path, device, trainable=False, engine=frozen)
+    if judge_has_engines(cfg, cfg.reward):
         started.judge = judge_engines()
     return started
 
@@ -124,7 +113,7 @@ def actor_terms(cfg, actors: RewardActors, policy_judge=None):
             name = spec.get("name") or "reward_model"
             return name, RewardModelTerm(actors.models[spec["path"]], spec["path"], name, spec.get("ensemble", "mean"),
                                          spec.get("ensemble_penalty", 0.0))
-        if cfg.judge.model == SELF:
+        if cfg.judge.model == SELF_JUDGE:
             return spec.get("name") or "judge", policy_judge()
         return spec.get("name") or "judge", judge_term(cfg, actors.judge, cfg.judge.model)
     return build

@@ -17,11 +17,11 @@ from typing import Protocol
 
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
+from rlsys import watchdog
 from rlsys.errors import DataExhausted, EvaluationError
 from rlsys.logging import MetricsLogger
-from rlsys.trainers.common import Checkpoints
-from rlsys.trainers.gold_watch import BEST, STOP, GoldWatch
-from rlsys import watchdog
+from rlsys.loop.checkpoints import Checkpoints
+from rlsys.loop.gold_watch import BEST, STOP, GoldWatch
 from rlsys.watchdog import Stalled
 
 ACTOR_FAILURES = (RayActorError, ActorDiedError, ActorUnavailableError)

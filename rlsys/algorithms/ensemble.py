@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-ENSEMBLE_MODES = ("mean", "min")
+from rlsys.config.choices import ENSEMBLES
 
 
 def combine_heads(scores, how: str = "mean", penalty: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -18,7 +18,7 @@ def combine_heads(scores, how: str = "mean", penalty: float = 0.0) -> tuple[np.n
     if how == "min":
         return heads.min(axis=1), spread
     if how != "mean":
-        raise ValueError(f"unknown ensemble {how!r}; choose one of {ENSEMBLE_MODES}")
+        raise ValueError(f"unknown ensemble {how!r}; choose one of {ENSEMBLES}")
     return heads.mean(axis=1) - penalty * spread, spread
 
 

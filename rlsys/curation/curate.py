@@ -11,11 +11,10 @@ import pyarrow as pa
 import ray
 from omegaconf import OmegaConf
 
-from rlsys.actors.cluster import connect
-from rlsys.config.validate import ConfigError
-from rlsys.curation import corpus, inputs, report, stages
+from rlsys.actors.cluster import reserve
+from rlsys.curation import corpus, funnel_report, inputs, stages
 from rlsys.data.sources import load_rows
-from rlsys.errors import DataError, RlsysError
+from rlsys.errors import ConfigError, DataError, RlsysError
 
 
 def check(c) -> None:
@@ -88,7 +87,7 @@ def run(cfg) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     reference = reference_texts(cfg) if cfg.curate.quality.enabled else []
-    connect(cfg.cluster, cpus_needed=1)
+    reserve(cfg, "cpu")
     configure_ray_data()
     try:
         return curate(cfg, reference, out)
@@ -124,15 +123,15 @@ def curate(cfg, reference: list[str], out: Path) -> dict:
               f"{kept / max(timings[name], 1e-9):,.0f} docs/s", flush=True)
         kept -= dropped
 
-    summary = report.merge_summaries(
-        [row["summary"] for row in ds.map_batches(report.summarize_batch, batch_format="pyarrow",
+    summary = funnel_report.merge_summaries(
+        [row["summary"] for row in ds.map_batches(funnel_report.summarize_batch, batch_format="pyarrow",
                                                    fn_kwargs=dict(samples=c.samples_per_reason)).take_all()],
         c.samples_per_reason)
     folder = inputs.write_output(ds, cfg)
     label_scores = heldout_scores(ds, infos["quality"]) if "quality" in infos else {}
     meta = {"input": inputs.describe_input(cfg), "mode": c.mode, "output": str(folder),
             "output_format": c.output_format, "token_unit": "tokens" if cfg.model.path else "words"}
-    result = report.build(summary, enabled, timings, infos, label_scores, meta)
-    report.write(result, out)
-    print(report.table(result), flush=True)
+    result = funnel_report.build(summary, enabled, timings, infos, label_scores, meta)
+    funnel_report.write(result, out)
+    print(funnel_report.table(result), flush=True)
     return result

@@ -10,8 +10,8 @@ from typing import Callable
 
 import numpy as np
 
-from rlsys.config.validate import ConfigError
 from rlsys.data.job_data import encode_prompts, prompt_rows
+from rlsys.errors import ConfigError
 from rlsys.rewards import WeightedReward, answer_match, build_reward, plain_specs
 
 Generate = Callable[[list[list[int]]], list[list[int]]]  # prompt ids -> greedy response ids
@@ -51,7 +51,7 @@ class HeldOut:
     def episodes(self, runner, generate_turns) -> tuple[dict[str, float], list[dict]]:
         """Greedy multi-turn episodes from the rows: the final answers scored as above, the environment's
         rewards and turn counts as eval/episode_reward, eval/turns_mean, ...; the transcripts shown."""
-        from rlsys.envs.episodes import episode_metrics, transcript
+        from rlsys.rollouts.episodes import episode_metrics, transcript
 
         if not self.rows:
             return {}, []

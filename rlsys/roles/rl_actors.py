@@ -1,0 +1,86 @@
+"""The actors of an RL job: policy and critic trainers, a frozen reference, vLLM rollout engines, and what
+the reward needs (reward models, judge engines).
+
+Each role gets its own placement group sized from `cluster.<role>` and `rollout.*`, or with
+`cluster.colocate=true` all roles share one group of devices (vLLM sleeps while the trainers run).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rlsys.actors.cluster import reserve, shared_placement
+from rlsys.actors.group import ActorGroup
+from rlsys.actors.rollout import RolloutGroup
+from rlsys.actors.weight_sync import resolve as resolve_weight_sync
+from rlsys.config.jobs import uses_critic, uses_reference
+from rlsys.roles.engines import rollout_placement, rollout_spec, start_judge_engines
+from rlsys.roles.reward_actors import RewardActors, start_reward_actors
+from rlsys.roles.train_group import engine_settings, start_train_group
+
+
+@dataclass
+class RLRoles:
+    policy: ActorGroup
+    reference: ActorGroup | None  # only when a loss or reward reads the reference (algo.kl_coef > 0)
+    rollout: RolloutGroup
+    critic: ActorGroup | None
+    colocated: bool
+    rewards: RewardActors
+
+    def trainers(self) -> dict[str, ActorGroup]:
+        return {"policy": self.policy, **({"critic": self.critic} if self.critic else {})}
+
+    def locations(self) -> dict[str, list[dict]]:
+        """Each role's actors: pid, node, placement group, GPUs (written to output_dir/placement.json)."""
+        groups = {"policy": self.policy, "reference": self.reference, "critic": self.critic, "rollout": self.rollout,
+                  **self.rewards.groups()}
+        return {name: group.locations() for name, group in groups.items() if group is not None}
+
+    def kill(self) -> None:
+        for group in (self.policy, self.reference, self.critic, self.rollout):
+            if group is not None:
+                group.kill()
+        self.rewards.kill()
+
+
+def start_roles(cfg, model_path: str, device: str) -> RLRoles:
+    """The roles rlsys/config/jobs.py declares for the job (`rl`), started; any started are killed on failure."""
+    c, a = cfg.cluster, cfg.algo
+    with_critic, with_reference = uses_critic(cfg), uses_reference(cfg)
+    reserve(cfg, device)
+    sharing = 2 + with_reference + with_critic  # the policy, the engines and the groups used beside them
+    slots = shared_placement(c.policy.num_ranks, sharing, device, c)[1] if c.colocate else None
+
+    def trainer(role: str, trainable: bool, lr: float | None = None) -> ActorGroup:
+        placement = slots(c[role].num_ranks) if slots else None
+        return start_train_group(role, cfg, model_path, device, trainable=trainable,
+                                 engine=engine_settings(cfg, lr=lr), placement=placement)
+
+    env = {"VLLM_CPU_OMP_THREADS_BIND": "nobind"} if device == "cpu" else {}
+
+    def rollout() -> RolloutGroup:
+        placement = slots(cfg.rollout.num_engines) if slots else rollout_placement(cfg, device, cfg.rollout.num_engines)
+        spec = rollout_spec(cfg, model_path, device, c.colocate, weight_sync=resolve_weight_sync(cfg, device))
+        return RolloutGroup(cfg.rollout.backend, spec, placement, env=env)
+
+    started: dict = {}  # killed again if a later role cannot start
+    rewards = RewardActors()
+    try:
+        if not c.colocate:  # vLLM loads in the background while the trainers set up
+            started["rollout"] = rollout()
+        started["policy"] = trainer("policy", True)
+        if with_reference:
+            started["reference"] = trainer("reference", False)
+        if with_critic:
+            started["critic"] = trainer("critic", True, lr=a.critic_lr)
+        if c.colocate:  # on a shared device vLLM sizes its cache from what the trainers left free
+            started["rollout"] = rollout()
+        start_reward_actors(cfg, device, rewards, lambda: start_judge_engines(cfg, device))
+        started["rollout"].wait_ready()
+    except BaseException:
+        for group in started.values():
+            group.kill()
+        rewards.kill()
+        raise
+    return RLRoles(policy=started["policy"], reference=started.get("reference"), rollout=started["rollout"],
+                   critic=started.get("critic"), colocated=c.colocate, rewards=rewards)

@@ -1,0 +1,44 @@
+"""A group of TrainWorkers for one role (policy, reference, critic, reward model), sized and placed from the config."""
+from __future__ import annotations
+
+import os
+
+import ray
+from omegaconf import OmegaConf
+
+from rlsys.actors.cluster import place_group
+from rlsys.actors.group import ActorGroup
+from rlsys.actors.train_worker import TrainWorker, WorkerSpec
+
+
+def engine_settings(cfg, *, lr: float | None = None, warmup_steps: int | None = None) -> dict:
+    t = cfg.trainer
+    return dict(zero_stage=cfg.deepspeed.zero_stage, offload_optimizer=cfg.deepspeed.offload_optimizer,
+                offload_params=cfg.deepspeed.offload_params, lr=lr or t.lr, min_lr_ratio=t.min_lr_ratio,
+                lr_schedule=t.lr_schedule, warmup_steps=t.warmup_steps if warmup_steps is None else warmup_steps,
+                total_steps=t.max_steps, weight_decay=t.weight_decay, grad_clip=t.grad_clip,
+                adam_betas=tuple(t.adam_betas), adam_eps=t.adam_eps,
+                max_tokens_per_micro_batch=t.max_tokens_per_micro_batch)
+
+
+def start_train_group(role: str, cfg, model_path: str, device: str, *, trainable: bool, engine: dict,
+                      placement=None, resources=None) -> ActorGroup:
+    """A group of TrainWorkers forming one torch.distributed world (NCCL on GPU, gloo on CPU).
+
+    Sized by `cluster.<role>` unless `resources` says otherwise (the trained model of rm is sized by cluster.policy).
+    """
+    resources = resources or cfg.cluster[role]
+    placement = placement or place_group(role, resources, device, cfg.cluster)
+    spec = WorkerSpec(role=role, model_path=model_path, device=device, dtype=cfg.model.dtype, trainable=trainable,
+                      seed=cfg.seed, cpu_threads=max(1, int(resources.cpus_per_rank)), max_length=cfg.data.max_length,
+                      gradient_checkpointing=cfg.model.gradient_checkpointing,
+                      attn_implementation=cfg.model.attn_implementation,
+                      lora=OmegaConf.to_object(cfg.model.lora) if role == "policy" else None, engine=engine,
+                      reward_heads=cfg.algo.reward_heads if cfg.job == "rm" else 1)
+    env = {"TORCH_CUDA_ARCH_LIST": os.environ.get("TORCH_CUDA_ARCH_LIST", "9.0")} if device == "cuda" else {}
+    group = ActorGroup(role, TrainWorker, placement, spec, env=env,
+                       max_tokens_per_micro_batch=cfg.trainer.max_tokens_per_micro_batch)
+    master_addr, master_port = ray.get(group.actors[0].node_address.remote())
+    ray.get([actor.setup.remote(rank, group.world_size, master_addr, master_port)
+             for rank, actor in enumerate(group.actors)])
+    return group
