@@ -20,7 +20,7 @@ from rlsys import watchdog
 from rlsys.actors.group import Placement, actor_location, release
 
 
-@dataclass
+@dataclass(frozen=True)
 class RolloutSpec:
     model_path: str
     device: str
@@ -35,7 +35,7 @@ class RolloutSpec:
     lora_rank: int = 0  # adapter: the policy's LoRA rank
 
 
-@dataclass
+@dataclass(frozen=True)
 class Sampling:
     n: int = 1
     temperature: float = 1.0

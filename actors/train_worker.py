@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,27 +17,29 @@ import torch
 from rlsys.actors.group import ALL, RANK0, SPLIT, actor_location, dispatch, free_port
 from rlsys.actors.rollout import first_stop
 from rlsys.actors.weight_sync import WeightSync, sender
+from rlsys.config.losses import LanguageModelLoss, Loss
 from rlsys.engine.batch import with_loss_weights
+from rlsys.engine.engine import EngineSettings
 from rlsys.models.builders import end_of_turn_ids
 
 ROLE_MODEL = {"policy": "causal_lm", "reference": "causal_lm", "critic": "value", "reward": "reward"}
 
 
-@dataclass
+@dataclass(frozen=True)
 class WorkerSpec:
+    """One rank's model and engine, built from the config by rlsys.roles.train_group."""
     role: str  # policy | reference | critic | reward
     model_path: str
     device: str  # cpu | cuda
-    dtype: str = "auto"
-    trainable: bool = True
-    seed: int = 0
-    cpu_threads: int = 1
-    max_length: int = 256  # packed rows without varlen attention are at most this long
-    gradient_checkpointing: bool = False
-    attn_implementation: str | None = None
-    lora: Any = None
-    reward_heads: int = 1  # a reward model trained from a causal LM: its ensemble's heads
-    engine: dict = field(default_factory=dict)  # EngineSettings fields besides device, dtype, world_size
+    trainable: bool
+    seed: int
+    cpu_threads: int
+    max_length: int  # packed rows without varlen attention are at most this long
+    gradient_checkpointing: bool
+    attn_implementation: str | None
+    lora: Any  # the policy's LoraConfig, else None
+    reward_heads: int  # a reward model trained from a causal LM: its ensemble's heads
+    engine: EngineSettings
 
 
 def add_shares(per_rank: list[dict[str, float]]) -> dict[str, float]:
@@ -75,18 +77,12 @@ class TrainWorker:
             torch.cuda.set_device(0)  # Ray gives each actor its own CUDA_VISIBLE_DEVICES
         import deepspeed
 
-        from rlsys.engine.engine import EngineSettings, TrainEngine
-        from rlsys.models.builders import (
-            load_causal_lm,
-            load_reward_model,
-            load_tokenizer,
-            load_value_model,
-            resolve_dtype,
-        )
+        from rlsys.engine.engine import TrainEngine
+        from rlsys.models.builders import load_causal_lm, load_reward_model, load_tokenizer, load_value_model
 
         deepspeed.init_distributed(dist_backend="nccl" if spec.device == "cuda" else "gloo", verbose=False)
         self._seed_everything(spec.seed + rank)
-        dtype = resolve_dtype(spec.dtype, spec.device)
+        dtype = spec.engine.dtype
         self.tokenizer = load_tokenizer(spec.model_path)
         self.stop_ids = end_of_turn_ids(self.tokenizer)
         checkpointing = spec.gradient_checkpointing
@@ -100,8 +96,7 @@ class TrainWorker:
             model = load_causal_lm(spec.model_path, dtype=dtype, gradient_checkpointing=checkpointing,
                                    attn_implementation=spec.attn_implementation,
                                    lora=spec.lora if spec.trainable else None)
-        settings = EngineSettings(device=spec.device, dtype=dtype, world_size=world_size, **spec.engine)
-        self.engine = TrainEngine(model, settings, trainable=spec.trainable)
+        self.engine = TrainEngine(model, spec.engine, trainable=spec.trainable)
 
     @staticmethod
     def _seed_everything(seed: int) -> None:
@@ -135,13 +130,12 @@ class TrainWorker:
 
     # ---- training ---------------------------------------------------------------------------------------
     @dispatch(SPLIT, prepare=with_loss_weights, gather=add_shares, deadline="train_s")
-    def train(self, micro_batches: list[dict[str, list]], objective: str, hparams: dict) -> dict[str, float]:
+    def train(self, micro_batches: list[dict[str, list]], loss: Loss) -> dict[str, float]:
         """One optimizer step on this rank's micro-batches; returns this rank's shares of the metrics."""
-        from rlsys.engine.objectives import OBJECTIVES
+        from rlsys.engine.objectives import objective_for
 
-        loss_fn = OBJECTIVES[objective]
         chunks = [self._tensors(mb)[0] for mb in micro_batches]
-        return self.engine.train_step(chunks, lambda model, mb: loss_fn(model, mb, hparams))
+        return self.engine.train_step(chunks, objective_for(loss))
 
     # ---- streamed data ---------------------------------------------------------------------------------
     @dispatch(ALL)
@@ -157,7 +151,7 @@ class TrainWorker:
         """One optimizer step on this rank's next `count` sequences; this rank's metric shares, the tokens each
         source gave (`tokens/<source>`) and has given since the run began (`seen/<source>`)."""
         from rlsys.engine.batch import loss_tokens, plan_micro_batches, sample_lengths, select
-        from rlsys.engine.objectives import OBJECTIVES
+        from rlsys.engine.objectives import objective_for
         from rlsys.errors import DataExhausted
 
         try:
@@ -165,7 +159,7 @@ class TrainWorker:
         except DataExhausted:
             self._all_ranks([1.0, 0.0, 0.0])  # the other ranks learn it in the same collective, and stop too
             raise
-        plan = plan_micro_batches(sample_lengths(batch), 1, self.spec.engine["max_tokens_per_micro_batch"])[0]
+        plan = plan_micro_batches(sample_lengths(batch), 1, self.spec.engine.max_tokens_per_micro_batch)[0]
         everyone = self._all_ranks([0.0, float(sum(loss_tokens(batch))), float(len(plan))])
         if any(ran_out for ran_out, _, _ in everyone):
             raise DataExhausted(f"the data ran out on another rank at step {step}: every source has been read as "
@@ -178,7 +172,7 @@ class TrainWorker:
         weighted = {**batch, "loss_weight": [1.0 / max(1.0, total)] * len(batch["input_ids"])}
         micro_batches = [select(weighted, micro) for micro in plan] + [select(weighted, [])] * (most - len(plan))
         chunks = [self._tensors(mb)[0] for mb in micro_batches]
-        metrics = self.engine.train_step(chunks, lambda model, mb: OBJECTIVES["lm"](model, mb, {}))
+        metrics = self.engine.train_step(chunks, objective_for(LanguageModelLoss()))
         seen = {name: float(p["tokens"]) for name, p in self.stream.position().items()}
         return {**metrics, **{f"tokens/{name}": float(n) for name, n in tokens.items()},
                 **{f"seen/{name}": n for name, n in seen.items()}}

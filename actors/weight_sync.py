@@ -165,11 +165,8 @@ class NCCLSender:
         self.engines, self.rank, self.transfer = engines, rank, None
 
     def _connect(self, module: torch.nn.Module, zero3: bool):
-        from vllm.distributed.weight_transfer.nccl_common import (
-            NCCLWeightTransferInitInfo,
-            trainer_init,
-            worker_init_payload,
-        )
+        from vllm.distributed.weight_transfer.nccl_common import (NCCLWeightTransferInitInfo, trainer_init,
+                                                                  worker_init_payload)
         from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerWeightTransferEngine
 
         client = _EngineClient(self.engines if self.rank == 0 else [])

@@ -44,7 +44,7 @@ def start(model: str, device: str, kind: str):
     from rlsys.actors.rollout import RolloutGroup
     from rlsys.config.schema import JobConfig
     from rlsys.roles.engines import rollout_spec
-    from rlsys.roles.train_group import engine_settings, start_train_group
+    from rlsys.roles.train_group import start_train_group
 
     cfg = OmegaConf.structured(JobConfig)
     cfg.model.lora.enabled, cfg.model.lora.r = kind == "adapter", 16
@@ -54,8 +54,7 @@ def start(model: str, device: str, kind: str):
                            Placement(create_placement(1, gpus=gpus, cpus=1), [0], num_gpus=gpus, num_cpus=1),
                            env={"VLLM_CPU_OMP_THREADS_BIND": "nobind"})
     placement = Placement(create_placement(1, gpus=gpus, cpus=1), [0], num_gpus=gpus, num_cpus=1)
-    policy = start_train_group("policy", cfg, model, device, trainable=kind == "adapter", placement=placement,
-                               engine=engine_settings(cfg))
+    policy = start_train_group("policy", cfg, model, device, trainable=kind == "adapter", placement=placement)
     rollout.wait_ready()
     return policy, rollout
 

@@ -1,15 +1,8 @@
 """Pure-torch RL/SFT math: masked reductions, log-probs, KL, advantages and losses."""
 
-from rlsys.algorithms.advantages import (
-                                         broadcast_to_tokens,
-                                         estimate_advantages,
-                                         gae,
-                                         group_normalized_advantages,
-                                         groups_with_spread,
-                                         reinforce_plus_plus_advantages,
-                                         rloo_advantages,
-                                         token_level_rewards,
-)
+from rlsys.algorithms.advantages import (broadcast_to_tokens, estimate_advantages, gae, group_normalized_advantages,
+                                         groups_with_spread, reinforce_plus_plus_advantages, rloo_advantages,
+                                         token_level_rewards)
 from rlsys.algorithms.kl import AdaptiveKLController, FixedKLController, KLController, build_kl_controller, kl_penalty
 from rlsys.algorithms.logprobs import cross_entropy_loss, entropy_from_logits, token_logprobs
 from rlsys.algorithms.masked import aggregate_loss, masked_mean, masked_sum, masked_var, masked_whiten, weighted_mean

@@ -22,8 +22,9 @@ def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str = "k1"
     if estimator == "k2":
         return 0.5 * log_ratio.square()
     if estimator == "k3":
-        # exp() of a large log ratio overflows; clamp keeps the estimate finite.
-        neg_log_ratio = (-log_ratio).clamp(-20.0, 20.0)
+        # exp() overflows only where the reference is far above the policy: the cap is on that side alone. Where the
+        # policy is far above the reference the estimate grows linearly and keeps its gradient.
+        neg_log_ratio = (-log_ratio).clamp(max=20.0)
         return torch.exp(neg_log_ratio) - neg_log_ratio - 1.0
     if estimator == "abs":
         return log_ratio.abs()

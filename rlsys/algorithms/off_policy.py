@@ -1,5 +1,6 @@
 """Importance weights for samples drawn by another policy than the one trained (async staleness, or the sampler's
-own numerics): truncated importance sampling (TIS) and masked importance sampling (MIS).
+own numerics): truncated importance sampling (TIS), masked importance sampling (MIS) and rejection of the
+tokens MIS would mask (weight 1 for the rest).
 
 The ratio is trainer / sampler: exp(logp - behaviour_logp), with logp the trained policy before this update
 (the PPO "proximal" policy, so clipping still bounds the step) and behaviour_logp what vLLM reported for the
@@ -19,8 +20,9 @@ def importance_weights(logp: torch.Tensor, behaviour_logp: torch.Tensor, mask: t
                        ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """(per-token weights [R, T], no gradient; per-token statistics to average into metrics).
 
-    tis: min(ratio, cap). mis: 1 where ratio lies in [low, high], else 0 (the token, or with a sequence level
-    the whole response, is left out of the update). none: 1, and the statistics still show the mismatch.
+    tis: min(ratio, cap). mis: the ratio where it lies in [low, high], else 0 (the token, or with a sequence
+    level the whole response, is left out of the update). reject: the same mask with weight 1 inside it (the
+    samples are filtered, not reweighted). none: 1, and the statistics still show the mismatch.
     """
     if mode not in IS_CORRECTIONS or level not in IS_LEVELS:
         raise ValueError(f"importance sampling mode {mode!r} / level {level!r}: expected {IS_CORRECTIONS} / {IS_LEVELS}")
@@ -37,10 +39,13 @@ def importance_weights(logp: torch.Tensor, behaviour_logp: torch.Tensor, mask: t
                 totals = totals / mask.sum(-1).clamp(min=1)
             level_log_ratio = totals.clamp(-20.0, 20.0).unsqueeze(-1).expand_as(log_ratio)
         ratio = level_log_ratio.exp()
+        inside = ((ratio >= low) & (ratio <= high)).float()
         if mode == "tis":
             weights = ratio.clamp(max=cap)
         elif mode == "mis":
-            weights = ((ratio >= low) & (ratio <= high)).float()
+            weights = ratio * inside
+        elif mode == "reject":
+            weights = inside
         else:
             weights = torch.ones_like(ratio)
         token_ratio = log_ratio.exp()
@@ -48,7 +53,7 @@ def importance_weights(logp: torch.Tensor, behaviour_logp: torch.Tensor, mask: t
             # KL(sampler || trainer) per token, k3 estimator over the sampler's tokens: unbiased, never negative
             "logprob_mismatch_kl": (token_ratio - 1) - log_ratio,
             "is_ratio_mean": ratio,
-            "is_masked_frac": (weights == 0).float() if mode == "mis" else torch.zeros_like(ratio),
+            "is_masked_frac": 1.0 - inside if mode in ("mis", "reject") else torch.zeros_like(ratio),
             "is_truncated_frac": (ratio > cap).float() if mode == "tis" else torch.zeros_like(ratio),
         }
     return weights * mask, stats

@@ -7,22 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from rlsys.config.choices import (
-    ADVANTAGES,
-    ENSEMBLES,
-    IS_CORRECTIONS,
-    IS_LEVELS,
-    KL_ESTIMATORS,
-    LOGGERS,
-    LOSS_AGGREGATIONS,
-    OPERATIONS,
-    PREFERENCE_LOSSES,
-    REWARD_TYPES,
-    TINY_ARCHITECTURES,
-    WEIGHT_SYNCS,
-    each_of,
-    one_of,
-)
+from rlsys.config.choices import (ADVANTAGES, ENSEMBLES, IS_CORRECTIONS, IS_LEVELS, KL_ESTIMATORS, LOGGERS,
+                                  LOSS_AGGREGATIONS, OPERATIONS, PREFERENCE_LOSSES, REWARD_TYPES, TINY_ARCHITECTURES,
+                                  WEIGHT_SYNCS, each_of, one_of)
 from rlsys.config.curate_schema import CurateConfig
 
 

@@ -204,31 +204,7 @@ def check_values(cfg: DictConfig) -> None:
              f"trainer.max_tokens_per_micro_batch ({t.max_tokens_per_micro_batch}) must hold one sequence of "
              f"data.max_length ({cfg.data.max_length}) tokens.")
     if cfg.job in ("grpo", "ppo"):
-        a = cfg.algo
-        _require(a.n_samples >= 1, f"algo.n_samples must be at least 1, got {a.n_samples}.")
-        _require(a.n_samples >= 2 or a.advantage not in ("group", "rloo"),
-                 f"algo.advantage={a.advantage} compares samples of one prompt: set algo.n_samples >= 2.")
-        _require(not a.dynamic_sampling or a.advantage in ("group", "rloo"),
-                 f"algo.dynamic_sampling keeps prompts whose samples scored differently, which only matters for "
-                 f"advantages within a group: use algo.advantage=group or rloo (got {a.advantage}).")
-        k = cfg.rollout.max_staleness
-        _require(k >= 0, f"rollout.max_staleness is how many policy versions a batch may lag: 0 or more, got {k}.")
-        _require(k == 0 or not cfg.cluster.colocate,
-                 "rollout.max_staleness > 0 samples while the policy trains, which needs engines on devices of "
-                 "their own: set cluster.colocate=false, or rollout.max_staleness=0.")
-        _require(a.is_cap > 0 and 0 <= a.is_low < a.is_high,
-                 f"algo.is_cap must be positive and 0 <= algo.is_low < algo.is_high, got {a.is_cap}, "
-                 f"{a.is_low}, {a.is_high}.")
-        _require(0 <= a.overlong_buffer < cfg.rollout.max_new_tokens and a.overlong_penalty >= 0,
-                 f"algo.overlong_buffer must be 0 (off) or fewer tokens than rollout.max_new_tokens "
-                 f"({cfg.rollout.max_new_tokens}), and algo.overlong_penalty >= 0; got {a.overlong_buffer} and "
-                 f"{a.overlong_penalty}.")
-        _require(a.max_sample_rounds >= 1, f"algo.max_sample_rounds must be at least 1, got {a.max_sample_rounds}.")
-        mini = a.mini_batch_size or t.batch_size
-        _require(t.batch_size % mini == 0,
-                 f"algo.mini_batch_size ({mini}) must divide trainer.batch_size ({t.batch_size}).")
-        _require(a.loss_aggregation != "seq_mean_token_sum_norm" or cfg.rollout.max_new_tokens > 0,
-                 "seq_mean_token_sum_norm needs rollout.max_new_tokens > 0.")
+        check_rl(cfg)
     check_reward_guards(cfg)
     if cfg.job == "dpo":
         _require(cfg.algo.beta > 0, f"algo.beta must be positive, got {cfg.algo.beta}.")
@@ -243,6 +219,50 @@ def check_values(cfg: DictConfig) -> None:
     if any(term.type == "judge" for term in cfg.reward):
         _require(cfg.judge.model is not None, "a reward of type judge needs judge.model: a model folder, or "
                                               "judge.model=policy for the policy to judge its own samples.")
+
+
+CRITIC_SETTINGS = ("lam", "value_clip", "critic_lr", "critic_warmup_steps")
+
+
+def check_rl(cfg: DictConfig) -> None:
+    """RL settings: batch shapes, bounds, and combinations that would mean nothing (one algorithm, one name)."""
+    a, t = cfg.algo, cfg.trainer
+    _require(a.n_samples >= 1, f"algo.n_samples must be at least 1, got {a.n_samples}.")
+    _require(a.n_samples >= 2 or a.advantage not in ("group", "rloo"),
+             f"algo.advantage={a.advantage} compares samples of one prompt: set algo.n_samples >= 2.")
+    _require(not a.dynamic_sampling or a.advantage in ("group", "rloo"),
+             f"algo.dynamic_sampling keeps prompts whose samples scored differently, which only matters for "
+             f"advantages within a group: use algo.advantage=group or rloo (got {a.advantage}).")
+    k = cfg.rollout.max_staleness
+    _require(k >= 0, f"rollout.max_staleness is how many policy versions a batch may lag: 0 or more, got {k}.")
+    _require(k == 0 or not cfg.cluster.colocate,
+             "rollout.max_staleness > 0 samples while the policy trains, which needs engines on devices of "
+             "their own: set cluster.colocate=false, or rollout.max_staleness=0.")
+    _require(a.is_cap > 0 and 0 <= a.is_low < a.is_high,
+             f"algo.is_cap must be positive and 0 <= algo.is_low < algo.is_high, got {a.is_cap}, "
+             f"{a.is_low}, {a.is_high}.")
+    _require(0 <= a.overlong_buffer < cfg.rollout.max_new_tokens and a.overlong_penalty >= 0,
+             f"algo.overlong_buffer must be 0 (off) or fewer tokens than rollout.max_new_tokens "
+             f"({cfg.rollout.max_new_tokens}), and algo.overlong_penalty >= 0; got {a.overlong_buffer} and "
+             f"{a.overlong_penalty}.")
+    _require(a.max_sample_rounds >= 1, f"algo.max_sample_rounds must be at least 1, got {a.max_sample_rounds}.")
+    mini = a.mini_batch_size or t.batch_size
+    _require(t.batch_size % mini == 0,
+             f"algo.mini_batch_size ({mini}) must divide trainer.batch_size ({t.batch_size}).")
+    default = OmegaConf.structured(JobConfig).algo
+    changed = [key for key in CRITIC_SETTINGS if a[key] != default[key]]
+    _require(a.advantage == "gae" or not changed,
+             f"algo.{changed[0] if changed else ''} is a setting of the critic, and algo.advantage={a.advantage} has "
+             f"none: use algo.advantage=gae (PPO), or leave it at its default.")
+    _require(a.scale_by_std or a.advantage == "group",
+             f"algo.scale_by_std=false is Dr.GRPO's change to group advantages; algo.advantage={a.advantage} divides "
+             f"by no group std.")
+    _require(a.gamma == 1.0 or a.advantage in ("gae", "reinforce_pp"),
+             f"algo.gamma discounts rewards token by token (algo.advantage=gae or reinforce_pp); "
+             f"algo.advantage={a.advantage} scores whole responses.")
+    _require(a.kl_controller == "fixed" or a.kl_coef > 0,
+             "algo.kl_controller=adaptive scales algo.kl_coef, which is 0: give it a starting value "
+             "(e.g. algo.kl_coef=0.01).")
 
 
 def check_reward_guards(cfg) -> None:

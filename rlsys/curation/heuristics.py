@@ -11,12 +11,8 @@ import unicodedata
 from collections import Counter
 
 from datatrove.data import Document
-from datatrove.pipeline.filters import (
-    C4QualityFilter,
-    FineWebQualityFilter,
-    GopherQualityFilter,
-    GopherRepetitionFilter,
-)
+from datatrove.pipeline.filters import (C4QualityFilter, FineWebQualityFilter, GopherQualityFilter,
+                                        GopherRepetitionFilter)
 from datatrove.utils.word_tokenizers import WhitespaceTokenizer
 
 WORD_PATTERN = re.compile(r"\w+(?:['’]\w+)*|[^\w\s]+")

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from rlsys.config.choices import LOSS_AGGREGATIONS
+from rlsys.config.losses import Loss, PolicyLoss
 from rlsys.data.collate import IGNORE, pad
 
 TOKEN_FIELDS = ("old_logp", "ref_logp", "behaviour_logp", "advantages", "returns", "old_values")
@@ -92,32 +93,34 @@ def loss_tokens(batch: dict[str, list]) -> list[int]:
     return [sum(label != IGNORE for label in labels[1:]) for labels in batch["labels"]]
 
 
-def with_loss_weights(batch: dict[str, list], objective: str, hparams: dict) -> dict[str, list]:
+def with_loss_weights(batch: dict[str, list], settings: Loss) -> dict[str, list]:
     """The batch plus `loss_weight`: the weight of each of a sample's loss tokens (of the sample itself for
-    preference pairs and KTO rows) such that the weights of the whole mini-batch sum to one, as `aggregation`
-    says: token_mean weighs every token alike, seq_mean_token_mean every sequence, seq_mean_token_sum_norm
-    divides token sums by a constant max_len."""
+    preference pairs and KTO rows) such that the weights of the whole mini-batch sum to one, as the loss's
+    `loss_aggregation` says (token_mean for the others): token_mean weighs every token alike, seq_mean_token_mean
+    every sequence, seq_mean_token_sum_norm divides token sums by a constant, rollout.max_new_tokens."""
     if per_sample_loss(batch):
         weights = [1.0 / batch_size(batch)] * batch_size(batch)
         return {**batch, "loss_weight": weights}
     tokens = loss_tokens(batch)
-    mode = hparams.get("aggregation", "token_mean") if objective != "lm" else "token_mean"
+    mode = getattr(settings, "loss_aggregation", "token_mean")  # only the policy's and critic's losses choose
     if mode == "token_mean":
         weights = [1.0 / max(1, sum(tokens))] * len(tokens)
     elif mode == "seq_mean_token_mean":
         weights = [1.0 / (max(1, n) * len(tokens)) for n in tokens]
     elif mode == "seq_mean_token_sum_norm":
-        weights = [1.0 / (hparams["max_len"] * len(tokens))] * len(tokens)
+        weights = [1.0 / (settings.max_new_tokens * len(tokens))] * len(tokens)
     else:
         raise ValueError(f"unknown loss aggregation {mode!r}; choose one of {', '.join(LOSS_AGGREGATIONS)}")
     weighted = {**batch, "loss_weight": weights}
-    return without_silent_samples(weighted) if objective == "policy" and only_advantages_move(hparams, batch) else weighted
+    return without_silent_samples(weighted) if only_advantages_move(settings, batch) else weighted
 
 
-def only_advantages_move(hparams: dict, batch: dict[str, list]) -> bool:
+def only_advantages_move(settings: Loss, batch: dict[str, list]) -> bool:
     """Every term of the policy loss is a sample's advantage times something: no KL or entropy term."""
-    kl_term = hparams.get("kl_loss_coef", 0.0) > 0 and "ref_logp" in batch
-    return not kl_term and hparams.get("entropy_coef", 0.0) == 0
+    if not isinstance(settings, PolicyLoss):
+        return False
+    kl_term = settings.kl_coef > 0 and "ref_logp" in batch
+    return not kl_term and settings.entropy_coef == 0
 
 
 def without_silent_samples(batch: dict[str, list]) -> dict[str, list]:

@@ -13,24 +13,25 @@ import torch
 LossFn = Callable[[torch.nn.Module, dict], "tuple[torch.Tensor, dict[str, float]]"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class EngineSettings:
+    """Everything the engine reads, built on the driver from the config (rlsys.roles.train_group)."""
     device: str  # cpu | cuda
     dtype: torch.dtype
-    zero_stage: int = 2
-    offload_optimizer: bool = False
-    offload_params: bool = False
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.1
-    lr_schedule: str = "cosine"
-    warmup_steps: int = 0
-    total_steps: int = 1
-    weight_decay: float = 0.0
-    adam_betas: tuple[float, float] = (0.9, 0.95)
-    adam_eps: float = 1e-8
-    grad_clip: float = 1.0
-    max_tokens_per_micro_batch: int = 4096
-    world_size: int = 1
+    world_size: int  # ranks of the group (DeepSpeed averages gradients over them)
+    zero_stage: int
+    offload_optimizer: bool
+    offload_params: bool
+    lr: float
+    min_lr_ratio: float
+    lr_schedule: str
+    warmup_steps: int
+    total_steps: int
+    weight_decay: float
+    adam_betas: tuple[float, float]
+    adam_eps: float
+    grad_clip: float
+    max_tokens_per_micro_batch: int
 
 
 def lr_lambda(settings: EngineSettings) -> Callable[[int], float]:

@@ -1,6 +1,7 @@
 """Loss functions the engine trains with, one per kind of training, over tensors built by `batch.py`.
 
-Each takes (model, batch, hparams) and returns (loss, metrics). Per-token tensors are aligned with the
+Each takes (model, batch, settings) and returns (loss, metrics); the settings' type (rlsys/config/losses.py)
+picks the objective. Per-token tensors are aligned with the
 shifted targets: position t holds the token input_ids[:, t + 1]. With `loss_weight` in the batch (see
 `batch.py`) loss and metrics are this micro-batch's share of the mini-batch mean, so they add up over
 micro-batches and ranks.
@@ -9,23 +10,12 @@ from __future__ import annotations
 
 import torch
 
-from rlsys.algorithms import (
-    aggregate_loss,
-    bradley_terry_loss,
-    dpo_loss,
-    entropy_from_logits,
-    kl_loss,
-    kl_penalty,
-    kto_loss,
-    masked_sum,
-    orpo_loss,
-    policy_loss,
-    token_logprobs,
-    value_loss,
-    weighted_mean,
-)
+from rlsys.algorithms import (aggregate_loss, bradley_terry_loss, dpo_loss, entropy_from_logits, kl_loss, kl_penalty,
+                              kto_loss, masked_sum, orpo_loss, policy_loss, token_logprobs, value_loss, weighted_mean)
 from rlsys.algorithms.ensemble import bootstrap_weights
 from rlsys.algorithms.off_policy import importance_weights
+from rlsys.config.losses import (LanguageModelLoss, Loss, PairwiseLoss, PolicyLoss, PreferenceLoss,
+                                 ValueLoss)
 from rlsys.data.collate import IGNORE
 
 
@@ -54,7 +44,7 @@ def selected_logprobs(logits, targets, mask, temperature: float = 1.0, entropy: 
     return logp, torch.zeros_like(logp).masked_scatter(mask, values)
 
 
-def lm_objective(model, batch: dict, hparams: dict):
+def lm_objective(model, batch: dict, settings: LanguageModelLoss):
     """Next-token cross-entropy on the labelled tokens (all tokens when pretraining, assistant turns in SFT)."""
     logits = model(**model_inputs(batch)).logits[:, :-1]
     labels = batch["labels"]
@@ -71,56 +61,56 @@ def response_logprobs(model, batch: dict, temperature: float = 1.0, entropy: str
     return selected_logprobs(logits, batch["input_ids"][:, 1:], mask, temperature, entropy)
 
 
-def policy_objective(model, batch: dict, hparams: dict):
+def policy_objective(model, batch: dict, settings: PolicyLoss):
     """Clipped surrogate on response tokens, plus KL to the reference as a loss (GRPO) and an entropy bonus.
 
     Metrics are means over the samples run (`metric_weight`: samples without a learning signal may be left out).
     """
     mask, weights = batch["response_mask"], batch.get("loss_weight")
     metric_weights = batch.get("metric_weight", weights)
-    entropy_coef = hparams.get("entropy_coef", 0.0)
-    logp, entropy = response_logprobs(model, batch, hparams.get("temperature", 1.0),
+    entropy_coef = settings.entropy_coef
+    logp, entropy = response_logprobs(model, batch, settings.temperature,
                                       entropy="loss" if entropy_coef > 0 else "metric")
     # On-policy (one update per batch) the sampling policy is this one: no separate forward pass needed.
     old_logp = batch["old_logp"] if "old_logp" in batch else logp.detach()
-    aggregation = {"aggregation": hparams["aggregation"], "max_len": hparams.get("max_len"), "weights": weights}
-    is_weights, is_metrics = off_policy_weights(old_logp, batch, hparams, metric_weights)
-    loss, metrics = policy_loss(logp, old_logp, batch["advantages"], mask, clip_low=hparams["clip_low"],
-                                clip_high=hparams["clip_high"], dual_clip=hparams.get("dual_clip"),
+    aggregation = {"aggregation": settings.loss_aggregation, "max_len": settings.max_new_tokens, "weights": weights}
+    is_weights, is_metrics = off_policy_weights(old_logp, batch, settings, metric_weights)
+    loss, metrics = policy_loss(logp, old_logp, batch["advantages"], mask, clip_low=settings.clip_low,
+                                clip_high=settings.clip_high, dual_clip=settings.dual_clip,
                                 metric_weights=metric_weights, is_weights=is_weights, **aggregation)
     metrics = {"policy_loss": loss.item(), **metrics, **is_metrics}
     if "ref_logp" in batch:  # k3: unbiased and never negative
         metrics["kl"] = weighted_mean(kl_penalty(old_logp, batch["ref_logp"], "k3"), mask, metric_weights).item()
-    if hparams.get("kl_loss_coef", 0.0) > 0 and "ref_logp" in batch:
-        kl = kl_loss(logp, batch["ref_logp"], mask, estimator=hparams["kl_estimator"], **aggregation)
-        loss = loss + hparams["kl_loss_coef"] * kl
+    if settings.kl_coef > 0 and "ref_logp" in batch:
+        kl = kl_loss(logp, batch["ref_logp"], mask, estimator=settings.kl_estimator, **aggregation)
+        loss = loss + settings.kl_coef * kl
         metrics["kl_loss"] = kl.item()
     if entropy_coef > 0:
-        loss = loss - entropy_coef * aggregate_loss(entropy, mask, hparams["aggregation"], hparams.get("max_len"),
-                                                    weights)
+        loss = loss - entropy_coef * aggregate_loss(entropy, mask, settings.loss_aggregation,
+                                                    settings.max_new_tokens, weights)
     metrics["entropy"] = weighted_mean(entropy.detach(), mask, metric_weights).item()
     return loss, metrics
 
 
-def off_policy_weights(old_logp, batch: dict, hparams: dict, metric_weights):
+def off_policy_weights(old_logp, batch: dict, settings: PolicyLoss, metric_weights):
     """Importance weights of the sampler's tokens against the policy before this update, and their metrics
     (`is/...`); (None, {}) without the sampler's logprobs."""
     if "behaviour_logp" not in batch:
         return None, {}
-    mode = hparams.get("is_correction", "none")
+    mode = settings.is_correction
     is_weights, stats = importance_weights(old_logp, batch["behaviour_logp"], batch["response_mask"], mode=mode,
-                                           level=hparams.get("is_level", "token"), cap=hparams.get("is_cap", 2.0),
-                                           low=hparams.get("is_low", 0.5), high=hparams.get("is_high", 2.0))
+                                           level=settings.is_level, cap=settings.is_cap, low=settings.is_low,
+                                           high=settings.is_high)
     metrics = {f"is/{k}": weighted_mean(v, batch["response_mask"], metric_weights).item() for k, v in stats.items()}
     return (is_weights if mode != "none" else None), metrics
 
 
-def value_objective(model, batch: dict, hparams: dict):
+def value_objective(model, batch: dict, settings: ValueLoss):
     """Clipped value regression on response positions (the state before each response token)."""
     values = model(**model_inputs(batch)).logits[:, :-1, 0].float()
     mask, weights = batch["response_mask"], batch.get("loss_weight")
-    loss, metrics = value_loss(values, batch["old_values"], batch["returns"], mask, clip_range=hparams["value_clip"],
-                               aggregation=hparams["aggregation"], max_len=hparams.get("max_len"), weights=weights)
+    loss, metrics = value_loss(values, batch["old_values"], batch["returns"], mask, clip_range=settings.value_clip,
+                               aggregation=settings.loss_aggregation, max_len=settings.max_new_tokens, weights=weights)
     metrics = {"value_loss": loss.item(), **metrics,
                "value_error": weighted_mean((values - batch["returns"]).abs(), mask, weights).item()}
     return loss, metrics
@@ -137,15 +127,15 @@ def response_logprob_totals(logp, mask, average: bool = False):
     return totals / mask.sum(-1).clamp(min=1) if average else totals
 
 
-def pairwise_objective(model, batch: dict, hparams: dict):
+def pairwise_objective(model, batch: dict, settings: PairwiseLoss):
     """Bradley-Terry: the reward model should score the chosen response above the rejected one."""
     chosen, rejected = sequence_scores(model, batch).chunk(2)
     weights = None
     if chosen.shape[1] > 1:  # an ensemble: each head learns from its own bootstrap of the pairs
         ids = batch["pair_id"].long().tolist()
-        weights = torch.as_tensor(bootstrap_weights(ids, chosen.shape[1], hparams.get("seed", 0)),
+        weights = torch.as_tensor(bootstrap_weights(ids, chosen.shape[1], settings.seed),
                                   dtype=chosen.dtype, device=chosen.device)
-    loss, metrics = bradley_terry_loss(chosen, rejected, hparams.get("margin", 0.0), weights)
+    loss, metrics = bradley_terry_loss(chosen, rejected, settings.reward_margin, weights)
     return pair_share(loss, {"loss": loss.item(), **metrics}, batch)
 
 
@@ -157,34 +147,34 @@ def pair_share(loss, metrics: dict[str, float], batch: dict):
     return loss * share, {k: v * share.item() for k, v in metrics.items()}
 
 
-def dpo_objective(model, batch: dict, hparams: dict):
+def dpo_objective(model, batch: dict, settings: PreferenceLoss):
     """DPO / IPO on log-ratios against the reference's response log-probabilities (computed by its actors)."""
     logp, _ = response_logprobs(model, batch)
     mask = batch["response_mask"]
-    totals = response_logprob_totals(logp, mask, average=hparams["loss_type"] == "ipo")
+    totals = response_logprob_totals(logp, mask, average=settings.averages_logprobs)
     chosen, rejected = totals.chunk(2)
-    loss, metrics = dpo_loss(chosen - batch["ref_chosen"], rejected - batch["ref_rejected"], beta=hparams["beta"],
-                             loss_type=hparams["loss_type"], label_smoothing=hparams["label_smoothing"])
+    loss, metrics = dpo_loss(chosen - batch["ref_chosen"], rejected - batch["ref_rejected"], beta=settings.beta,
+                             loss_type=settings.preference_loss, label_smoothing=settings.label_smoothing)
     metrics["preference_loss"] = loss.item()
     chosen_nll = -response_logprob_totals(logp, mask, average=True).chunk(2)[0].mean()
     metrics["chosen_nll"] = chosen_nll.item()
-    if hparams.get("nll_coef", 0.0) > 0:
-        loss = loss + hparams["nll_coef"] * chosen_nll
+    if settings.nll_coef > 0:
+        loss = loss + settings.nll_coef * chosen_nll
     return pair_share(loss, {"loss": loss.item(), **metrics}, batch)
 
 
-def orpo_objective(model, batch: dict, hparams: dict):
+def orpo_objective(model, batch: dict, settings: PreferenceLoss):
     """ORPO: the chosen response's NLL plus the odds-ratio penalty, on the policy alone (no reference)."""
     logp, _ = response_logprobs(model, batch)
     chosen, rejected = response_logprob_totals(logp, batch["response_mask"], average=True).chunk(2)
-    preference, metrics = orpo_loss(chosen, rejected, beta=hparams["beta"])
+    preference, metrics = orpo_loss(chosen, rejected, beta=settings.beta)
     chosen_nll = -chosen.mean()
     loss = chosen_nll + preference
     metrics = {"loss": loss.item(), "preference_loss": preference.item(), "chosen_nll": chosen_nll.item(), **metrics}
     return pair_share(loss, metrics, batch)
 
 
-def kto_objective(model, batch: dict, hparams: dict):
+def kto_objective(model, batch: dict, settings: PreferenceLoss):
     """KTO on unpaired responses labelled `desirable` (1) or not (0), against the reference's summed
     log-probability of each (`ref_total`); with nll_coef > 0 also the desirable responses' NLL (the mean of
     their per-token means). Loss and metrics are the micro-batch's share of the mini-batch's rows."""
@@ -194,18 +184,27 @@ def kto_objective(model, batch: dict, hparams: dict):
     # z0, the reference point: the micro-batch's mean log-ratio estimates KL(policy || reference); a KL is never
     # negative, and responses are measured against it without moving it (no gradient)
     kl = logratios.detach().mean().clamp(min=0)
-    loss, metrics = kto_loss(logratios, desirable, hparams["beta"], kl, hparams.get("desirable_weight", 1.0),
-                             hparams.get("undesirable_weight", 1.0))
+    loss, metrics = kto_loss(logratios, desirable, settings.beta, kl, settings.desirable_weight,
+                             settings.undesirable_weight)
     # counts would not add up over micro-batches; shares of the rows do
     good, bad = metrics.pop("desirable"), metrics.pop("undesirable")
     metrics = {"preference_loss": loss.item(), **metrics, "desirable_frac": good / (good + bad)}
     averages = response_logprob_totals(logp, mask, average=True)
     nll = -averages[desirable].mean() if desirable.any() else averages.new_zeros(())  # every rank reports it
     metrics["desirable_nll"] = nll.item()
-    if hparams.get("nll_coef", 0.0) > 0:
-        loss = loss + hparams["nll_coef"] * nll
+    if settings.nll_coef > 0:
+        loss = loss + settings.nll_coef * nll
     return pair_share(loss, {"loss": loss.item(), **metrics}, batch)
 
 
-OBJECTIVES = {"lm": lm_objective, "policy": policy_objective, "value": value_objective,
-              "pairwise": pairwise_objective, "dpo": dpo_objective, "orpo": orpo_objective, "kto": kto_objective}
+PREFERENCE_OBJECTIVES = {"sigmoid": dpo_objective, "ipo": dpo_objective, "orpo": orpo_objective, "kto": kto_objective}
+
+
+def objective_for(settings: Loss):
+    """The loss function (model, batch) -> (loss, metrics) its settings describe."""
+    if isinstance(settings, PreferenceLoss):
+        function = PREFERENCE_OBJECTIVES[settings.preference_loss]
+    else:
+        function = {LanguageModelLoss: lm_objective, PolicyLoss: policy_objective, ValueLoss: value_objective,
+                    PairwiseLoss: pairwise_objective}[type(settings)]
+    return lambda model, batch: function(model, batch, settings)

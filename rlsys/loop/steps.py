@@ -39,95 +39,144 @@ class Controller(Protocol):
     def finish(self) -> None: ...
 
 
-def run_steps(controller: Controller, cfg, title: str) -> dict[str, float]:
-    t = cfg.trainer
-    watchdog.configure(cfg.watchdog)
-    checkpoints = Checkpoints(cfg.output_dir, t.keep_last)
-    resume_from = checkpoints.resolve(cfg.resume)
-    logger: MetricsLogger | None = None
-    restarts = 0
+class StepLoop:
+    """A run of a controller's steps, in parts: `resume` (actors started, state restored, the log opened), one
+    step at a time (`after_step`: the final checkpoint and evaluation, periodic evaluations, the log,
+    checkpoints), the run's early ends (`end_exhausted`, `end_with_best`), and `run`, which starts it again from
+    the latest checkpoint after a dead actor or a stalled call."""
 
-    def evaluate(step: int) -> dict[str, float]:
-        metrics, samples = controller.evaluate(step)
-        logger.log_samples(step, samples)
+    def __init__(self, controller: Controller, cfg, title: str):
+        self.controller, self.cfg, self.title = controller, cfg, title
+        self.trainer = cfg.trainer
+        self.checkpoints = Checkpoints(cfg.output_dir, cfg.trainer.keep_last)
+        self.resume_from: Path | None = self.checkpoints.resolve(cfg.resume)
+        self.logger: MetricsLogger | None = None
+        self.watch: GoldWatch | None = None
+        self.restarts = 0
+
+    def run(self) -> dict[str, float]:
+        """The metrics of the last step (with the final evaluation's)."""
+        watchdog.configure(self.cfg.watchdog)
+        try:
+            while True:
+                try:
+                    return self.attempt()
+                except RESTARTABLE as err:
+                    if self.restarts >= self.cfg.fault_tolerance.max_restarts:
+                        raise
+                    self.restart_from_latest(err)
+                finally:
+                    self.controller.stop()
+        finally:
+            if self.logger is not None:
+                self.logger.close()
+
+    def attempt(self) -> dict[str, float]:
+        start = self.resume()
+        metrics: dict[str, float] = {}
+        for step in range(start + 1, self.trainer.max_steps + 1):
+            try:
+                metrics = self.controller.step(step)
+            except DataExhausted as err:  # sources with a number of epochs, all read: the run ends here
+                return self.end_exhausted(step, err, metrics)
+            if self.restarts:
+                metrics["fault/restarts"] = float(self.restarts)
+            if self.gold_says_stop(step, metrics):
+                return self.end_with_best(step, metrics)
+            self.after_step(step, metrics)
+        if start >= self.trainer.max_steps:  # resumed from the last step's checkpoint
+            self.controller.finish()
         return metrics
 
-    def final_evaluation(step: int, trained: dict[str, float]) -> dict[str, float]:
+    def resume(self) -> int:
+        """The actors started and restored from the checkpoint resumed from (none: step 0), the log opened (after
+        a restart: rewound to that step), the gold watch as the checkpoint left it; the step to go on after."""
+        self.controller.start()
+        start = self.controller.restore(self.resume_from) if self.resume_from else 0
+        if self.logger is None:
+            self.logger = MetricsLogger(self.cfg, self.title, self.trainer.max_steps, start,
+                                        resumed=self.resume_from is not None)
+        else:  # after a restart: what was logged after the checkpoint goes (without one: everything)
+            self.logger.rewind(start if self.resume_from else -1)
+        if start == 0 and self.trainer.eval_every:
+            self.logger.log(0, self.evaluate(0))
+        self.watch = gold_watch(self.cfg, self.resume_from if start else None)
+        return start
+
+    def gold_says_stop(self, step: int, metrics: dict[str, float]) -> bool:
+        """The gold watch's verdict on this step: a new best is saved as checkpoints/best; True: stop now."""
+        if self.watch is None:
+            return False
+        verdict = self.watch.observe(step, metrics)
+        if verdict == BEST:
+            self.controller.save(self.checkpoints.slot("best"), step)
+        if verdict != STOP:
+            metrics.update(self.watch.metrics())
+        return verdict == STOP
+
+    def after_step(self, step: int, metrics: dict[str, float]) -> None:
+        """The last step: the final checkpoint, then the final evaluation; before it, an evaluation every
+        eval_every steps; the step logged; a checkpoint every save_every steps."""
+        t = self.trainer
+        if step == t.max_steps:  # the trained model is safe before the last evaluation can fail
+            self.controller.finish()
+            metrics.update(self.final_evaluation(step, metrics))
+        elif t.eval_every and step % t.eval_every == 0:
+            metrics.update(self.evaluate(step))
+        self.logger.log(step, metrics)
+        if t.save_every and step % t.save_every == 0:
+            self.controller.save(self.checkpoints, step)
+            if self.watch is not None:  # the watch resumes where it was
+                (self.checkpoints.latest() / GOLD_STATE).write_text(json.dumps(self.watch.state_dict()))
+
+    def end_exhausted(self, step: int, err: DataExhausted, metrics: dict[str, float]) -> dict[str, float]:
+        """Every source read as many epochs as it allows: the model as it is after step - 1 is the final one."""
+        self.controller.finish()
+        print(f"[{self.title}] {str(err).splitlines()[0]} The run ends after step {step - 1}; the model is in "
+              f"{Path(self.cfg.output_dir) / 'checkpoints' / 'final'}.", flush=True)
+        return metrics
+
+    def end_with_best(self, step: int, metrics: dict[str, float]) -> dict[str, float]:
+        """Reward hacking caught: the run ends with its best checkpoint by gold, evaluated."""
+        print(f"[{self.title}] step {step}: the gold reward fell more than {self.trainer.gold_tolerance} below its "
+              f"best (step {self.watch.best_step}) while the proxy rose; the run stops with the step "
+              f"{self.watch.best_step} checkpoint (trainer.stop_on_gold_drop).", flush=True)
+        self.controller.restore(self.checkpoints.slot("best").folder)
+        self.controller.finish()
+        metrics.update(self.final_evaluation(step, metrics), **self.watch.metrics(), **{"gold/stopped": 1.0})
+        self.logger.log(step, metrics)
+        return metrics
+
+    def restart_from_latest(self, err: BaseException) -> None:
+        self.restarts += 1
+        self.resume_from = self.checkpoints.latest()
+        where = f"checkpoint {self.resume_from.name}" if self.resume_from else "the start"
+        what = str(err) if isinstance(err, Stalled) else \
+            f"an actor died ({type(err).__name__}: {str(err).splitlines()[0][:160]})"
+        print(f"[{self.title}] {what}; restart {self.restarts}/{self.cfg.fault_tolerance.max_restarts} from {where}",
+              flush=True)
+
+    def evaluate(self, step: int) -> dict[str, float]:
+        metrics, samples = self.controller.evaluate(step)
+        self.logger.log_samples(step, samples)
+        return metrics
+
+    def final_evaluation(self, step: int, trained: dict[str, float]) -> dict[str, float]:
+        """The final evaluation; when it fails (not for a dead actor: that restarts), the step's training metrics
+        are logged and the error says where the trained model is."""
         try:
-            return evaluate(step)
+            return self.evaluate(step)
         except RESTARTABLE:
             raise
         except Exception as err:
-            logger.log(step, trained)  # the last step's training metrics are not lost either
-            final = Path(cfg.output_dir) / "checkpoints" / "final"
+            self.logger.log(step, trained)
+            final = Path(self.cfg.output_dir) / "checkpoints" / "final"
             raise EvaluationError(f"the final evaluation failed ({type(err).__name__}: {err}); the trained model "
                                   f"is saved in {final}") from err
 
-    try:
-        while True:
-            try:
-                controller.start()
-                start = controller.restore(resume_from) if resume_from else 0
-                if logger is None:
-                    logger = MetricsLogger(cfg, title, t.max_steps, start, resumed=resume_from is not None)
-                else:
-                    logger.rewind(start)
-                metrics: dict[str, float] = {}
-                if start == 0 and t.eval_every:
-                    logger.log(0, evaluate(0))
-                watch = gold_watch(cfg, resume_from if start else None)
-                for step in range(start + 1, t.max_steps + 1):
-                    try:
-                        metrics = controller.step(step)
-                    except DataExhausted as err:  # sources with a number of epochs, all read: the run ends here
-                        controller.finish()
-                        print(f"[{title}] {str(err).splitlines()[0]} The run ends after step {step - 1}; the model "
-                              f"is in {Path(cfg.output_dir) / 'checkpoints' / 'final'}.", flush=True)
-                        return metrics
-                    if restarts:
-                        metrics["fault/restarts"] = float(restarts)
-                    verdict = watch.observe(step, metrics) if watch else None
-                    if verdict == BEST:
-                        controller.save(checkpoints.slot("best"), step)
-                    elif verdict == STOP:  # reward hacking: end with the best model by gold
-                        print(f"[{title}] step {step}: the gold reward fell more than {t.gold_tolerance} below its "
-                              f"best (step {watch.best_step}) while the proxy rose; the run stops with the step "
-                              f"{watch.best_step} checkpoint (trainer.stop_on_gold_drop).", flush=True)
-                        controller.restore(checkpoints.slot("best").folder)
-                        controller.finish()
-                        metrics.update(final_evaluation(step, metrics), **watch.metrics(), **{"gold/stopped": 1.0})
-                        logger.log(step, metrics)
-                        return metrics
-                    if watch:
-                        metrics.update(watch.metrics())
-                    if step == t.max_steps:  # the trained model is safe before the last evaluation can fail
-                        controller.finish()
-                        metrics.update(final_evaluation(step, metrics))
-                    elif t.eval_every and step % t.eval_every == 0:
-                        metrics.update(evaluate(step))
-                    logger.log(step, metrics)
-                    if t.save_every and step % t.save_every == 0:
-                        controller.save(checkpoints, step)
-                        if watch:  # the watch resumes where it was
-                            (checkpoints.latest() / GOLD_STATE).write_text(json.dumps(watch.state_dict()))
-                if start >= t.max_steps:  # resumed from the last step's checkpoint
-                    controller.finish()
-                return metrics
-            except RESTARTABLE as err:
-                if restarts >= cfg.fault_tolerance.max_restarts:
-                    raise
-                restarts += 1
-                resume_from = checkpoints.latest()
-                where = f"checkpoint {resume_from.name}" if resume_from else "the start"
-                what = str(err) if isinstance(err, Stalled) else \
-                    f"an actor died ({type(err).__name__}: {str(err).splitlines()[0][:160]})"
-                print(f"[{title}] {what}; restart {restarts}/{cfg.fault_tolerance.max_restarts} from {where}",
-                      flush=True)
-            finally:
-                controller.stop()
-    finally:
-        if logger is not None:
-            logger.close()
+
+def run_steps(controller: Controller, cfg, title: str) -> dict[str, float]:
+    return StepLoop(controller, cfg, title).run()
 
 
 def gold_watch(cfg, resumed_from: Path | None) -> GoldWatch | None:

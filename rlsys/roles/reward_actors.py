@@ -17,7 +17,7 @@ from rlsys.data.job_data import response_ids
 from rlsys.models.builders import end_of_turn_ids, load_tokenizer
 from rlsys.rewards import WeightedReward, plain_specs
 from rlsys.rewards.judge import JudgeReward
-from rlsys.roles.train_group import engine_settings, start_train_group
+from rlsys.roles.train_group import start_train_group
 
 
 def reward_specs(cfg) -> list[dict]:
@@ -79,10 +79,9 @@ class RewardActors:
 
 def start_reward_actors(cfg, device: str, started: RewardActors, judge_engines) -> RewardActors:
     """Start what the reward terms need into `started` (so a caller can kill a half-started set)."""
-    frozen = engine_settings(cfg)
     for path in reward_model_paths(cfg.reward):
         if path not in started.models:
-            started.models[path] = start_train_group("reward", cfg, path, device, trainable=False, engine=frozen)
+            started.models[path] = start_train_group("reward", cfg, path, device, trainable=False)
     if judge_has_engines(cfg, cfg.reward):
         started.judge = judge_engines()
     return started

@@ -15,7 +15,7 @@ from rlsys.actors.weight_sync import resolve as resolve_weight_sync
 from rlsys.config.jobs import uses_critic, uses_reference
 from rlsys.roles.engines import rollout_placement, rollout_spec, start_judge_engines
 from rlsys.roles.reward_actors import RewardActors, start_reward_actors
-from rlsys.roles.train_group import engine_settings, start_train_group
+from rlsys.roles.train_group import start_train_group
 
 
 @dataclass
@@ -53,8 +53,8 @@ def start_roles(cfg, model_path: str, device: str) -> RLRoles:
 
     def trainer(role: str, trainable: bool, lr: float | None = None) -> ActorGroup:
         placement = slots(c[role].num_ranks) if slots else None
-        return start_train_group(role, cfg, model_path, device, trainable=trainable,
-                                 engine=engine_settings(cfg, lr=lr), placement=placement)
+        return start_train_group(role, cfg, model_path, device, trainable=trainable, lr=lr,
+                                 placement=placement)
 
     env = {"VLLM_CPU_OMP_THREADS_BIND": "nobind"} if device == "cpu" else {}
 

@@ -9,19 +9,22 @@ from omegaconf import OmegaConf
 from rlsys.actors.cluster import place_group
 from rlsys.actors.group import ActorGroup
 from rlsys.actors.train_worker import TrainWorker, WorkerSpec
+from rlsys.engine.engine import EngineSettings
+from rlsys.models.builders import resolve_dtype
 
 
-def engine_settings(cfg, *, lr: float | None = None, warmup_steps: int | None = None) -> dict:
-    t = cfg.trainer
-    return dict(zero_stage=cfg.deepspeed.zero_stage, offload_optimizer=cfg.deepspeed.offload_optimizer,
-                offload_params=cfg.deepspeed.offload_params, lr=lr or t.lr, min_lr_ratio=t.min_lr_ratio,
-                lr_schedule=t.lr_schedule, warmup_steps=t.warmup_steps if warmup_steps is None else warmup_steps,
-                total_steps=t.max_steps, weight_decay=t.weight_decay, grad_clip=t.grad_clip,
-                adam_betas=tuple(t.adam_betas), adam_eps=t.adam_eps,
-                max_tokens_per_micro_batch=t.max_tokens_per_micro_batch)
+def engine_settings(cfg, device: str, world_size: int, lr: float | None = None) -> EngineSettings:
+    """The engine's settings from trainer.*, deepspeed.* and model.dtype (`lr`: a role's own, e.g. the critic's)."""
+    t, d = cfg.trainer, cfg.deepspeed
+    return EngineSettings(device=device, dtype=resolve_dtype(cfg.model.dtype, device), world_size=world_size,
+                          zero_stage=d.zero_stage, offload_optimizer=d.offload_optimizer,
+                          offload_params=d.offload_params, lr=lr or t.lr, min_lr_ratio=t.min_lr_ratio,
+                          lr_schedule=t.lr_schedule, warmup_steps=t.warmup_steps, total_steps=t.max_steps,
+                          weight_decay=t.weight_decay, adam_betas=tuple(t.adam_betas), adam_eps=t.adam_eps,
+                          grad_clip=t.grad_clip, max_tokens_per_micro_batch=t.max_tokens_per_micro_batch)
 
 
-def start_train_group(role: str, cfg, model_path: str, device: str, *, trainable: bool, engine: dict,
+def start_train_group(role: str, cfg, model_path: str, device: str, *, trainable: bool, lr: float | None = None,
                       placement=None, resources=None) -> ActorGroup:
     """A group of TrainWorkers forming one torch.distributed world (NCCL on GPU, gloo on CPU).
 
@@ -29,7 +32,8 @@ def start_train_group(role: str, cfg, model_path: str, device: str, *, trainable
     """
     resources = resources or cfg.cluster[role]
     placement = placement or place_group(role, resources, device, cfg.cluster)
-    spec = WorkerSpec(role=role, model_path=model_path, device=device, dtype=cfg.model.dtype, trainable=trainable,
+    engine = engine_settings(cfg, device, resources.num_ranks, lr)
+    spec = WorkerSpec(role=role, model_path=model_path, device=device, trainable=trainable,
                       seed=cfg.seed, cpu_threads=max(1, int(resources.cpus_per_rank)), max_length=cfg.data.max_length,
                       gradient_checkpointing=cfg.model.gradient_checkpointing,
                       attn_implementation=cfg.model.attn_implementation,

@@ -21,14 +21,8 @@ from rlsys.data.job_data import encode_prompts, prompt_rows
 from rlsys.models.builders import end_of_turn_ids
 from rlsys.rewards import build_reward
 from rlsys.roles.engines import rollout_sampling, start_engines, start_judge_engines
-from rlsys.roles.reward_actors import (
-    RewardActors,
-    actor_terms,
-    judge_term,
-    reward_specs,
-    score_samples,
-    start_reward_actors,
-)
+from rlsys.roles.reward_actors import (RewardActors, actor_terms, judge_term, reward_specs, score_samples,
+                                       start_reward_actors)
 from rlsys.trainers.held_out import check_columns
 
 

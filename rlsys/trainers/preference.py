@@ -15,6 +15,7 @@ import time
 from rlsys.actors.cluster import reserve, resolve_device
 from rlsys.algorithms.ensemble import combine_heads
 from rlsys.config.jobs import uses_reference
+from rlsys.config.losses import PairwiseLoss, PreferenceLoss
 from rlsys.data.batching import batch_at
 from rlsys.data.job_data import feedback_rows, near_miss_pairs, preference_pairs
 from rlsys.errors import DataError
@@ -22,7 +23,7 @@ from rlsys.loop.checkpoints import Checkpoints
 from rlsys.loop.run_folder import base_model_path, prepare_output_dir
 from rlsys.loop.steps import run_steps
 from rlsys.models.builders import load_tokenizer
-from rlsys.roles.train_group import engine_settings, start_train_group
+from rlsys.roles.train_group import start_train_group
 from rlsys.trainers.held_out import HeldOut
 
 SHOWN = ("loss", "accuracy", "margin", "chosen_reward", "rejected_reward", "chosen_score", "rejected_score",
@@ -39,19 +40,14 @@ def columns(pairs: list[dict]) -> dict[str, list]:
     return {key: [p[key] for p in pairs] for key in pairs[0]} if pairs else {}
 
 
-def objective_of(cfg) -> str:
-    """What the trained model learns from: pairwise (rm), dpo (sigmoid, ipo), kto or orpo."""
-    if cfg.job == "rm":
-        return "pairwise"
-    return cfg.algo.preference_loss if cfg.algo.preference_loss in ("kto", "orpo") else "dpo"
-
-
 class PreferenceController:
     def __init__(self, cfg):
         self.cfg = cfg
         a = cfg.algo
-        self.objective = objective_of(cfg)
         self.dpo = cfg.job == "dpo"
+        # what the trained model learns from: pairs scored by a reward model (rm), or DPO / IPO / KTO / ORPO
+        self.loss = PreferenceLoss.from_config(cfg) if self.dpo else PairwiseLoss.from_config(cfg)
+        self.kto = self.dpo and a.preference_loss == "kto"
         self.with_reference = uses_reference(cfg)
         self.out = prepare_output_dir(cfg)
         self.device = resolve_device(cfg.cluster)
@@ -63,7 +59,7 @@ class PreferenceController:
 
             self.online = OnlinePairs(cfg, self.tokenizer, self.model_path, self.device)
             self.examples: list[dict] = []
-        elif self.objective == "kto":
+        elif self.kto:
             self.examples = feedback_rows(cfg, self.tokenizer, "train")
         else:  # each pair knows its index: an ensemble's heads draw their bootstrap of the pairs from it
             self.examples = [{**p, "pair_id": i} for i, p in enumerate(preference_pairs(cfg, self.tokenizer, "train"))]
@@ -75,16 +71,12 @@ class PreferenceController:
             if cfg.job == "rm" else {}
         # DPO's policy also answers the held-out prompts, like SFT and RL do
         self.held_out = HeldOut(cfg, self.tokenizer) if self.dpo else None
-        self.hparams = ({"margin": a.reward_margin, "seed": cfg.seed} if cfg.job == "rm" else
-                        {"beta": a.beta, "loss_type": a.preference_loss, "label_smoothing": a.label_smoothing,
-                         "nll_coef": a.nll_coef, "desirable_weight": a.desirable_weight,
-                         "undesirable_weight": a.undesirable_weight})
         self.model = self.reference = None
         self.eval_reference: dict[str, list[float]] | None = None  # the reference is frozen: computed once
 
     def held_out_pairs(self, cfg) -> dict[str, list]:
         """Held-out pairs for eval/preference_accuracy; none when a KTO job's data.eval is thumbs rows."""
-        if self.objective == "kto" and cfg.data.eval:
+        if self.kto and cfg.data.eval:
             return {}
         return columns(preference_pairs(cfg, self.tokenizer, "eval")[: cfg.trainer.eval_samples])
 
@@ -95,11 +87,9 @@ class PreferenceController:
         if self.online:  # vLLM loads while the trainers set up
             self.online.start()
         role = "policy" if self.dpo else "reward"
-        self.model = start_train_group(role, cfg, self.model_path, self.device, trainable=True,
-                                       engine=engine_settings(cfg), resources=c.policy)
+        self.model = start_train_group(role, cfg, self.model_path, self.device, trainable=True, resources=c.policy)
         if self.with_reference:
-            self.reference = start_train_group("reference", cfg, self.model_path, self.device, trainable=False,
-                                               engine=engine_settings(cfg))
+            self.reference = start_train_group("reference", cfg, self.model_path, self.device, trainable=False)
 
     def stop(self) -> None:
         for group in (self.model, self.reference):
@@ -134,7 +124,7 @@ class PreferenceController:
             batch = batch_at(self.examples, step, self.cfg.trainer.batch_size, self.cfg.seed)
         if self.with_reference:
             batch.update(self.reference_logps(batch))
-        result = self.model.train(batch, self.objective, self.hparams)
+        result = self.model.train(batch, self.loss)
         if self.online:
             self.online.send_weights(self.model)
             stats["online/pairs_trained"] = float(len(batch["prompt_ids"]))
@@ -148,13 +138,13 @@ class PreferenceController:
     def response_logps(self, group, pairs: dict[str, list], average: bool | None = None):
         """Each side's whole-response log-probability under `group` (the mean per token for IPO and ORPO)."""
         rows = group.logprobs(both_sides(pairs))["logp"]
-        average = self.hparams.get("loss_type") in ("ipo", "orpo") if average is None else average
+        average = self.dpo and self.loss.averages_logprobs if average is None else average
         totals = [sum(r) / max(1, len(r)) if average else sum(r) for r in rows]
         half = len(pairs["prompt_ids"])
         return totals[:half], totals[half:]
 
     def reference_logps(self, batch: dict[str, list]) -> dict[str, list[float]]:
-        if self.objective == "kto":
+        if self.kto:
             rows = self.reference.logprobs({"prompt_ids": batch["prompt_ids"], "response_ids": batch["response_ids"]})
             return {"ref_total": [sum(r) for r in rows["logp"]]}
         chosen, rejected = self.response_logps(self.reference, batch)

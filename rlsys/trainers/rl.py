@@ -30,6 +30,7 @@ from rlsys.algorithms import build_kl_controller, groups_with_spread, kl_penalty
 from rlsys.algorithms.advantages import estimate_advantages
 from rlsys.algorithms.reward_guards import RewardGuards
 from rlsys.algorithms.shaping import overlong_penalty
+from rlsys.config.losses import PolicyLoss, ValueLoss
 from rlsys.data.batching import batch_indices
 from rlsys.data.collate import pad
 from rlsys.data.job_data import encode_prompts, prompt_rows
@@ -45,14 +46,8 @@ from rlsys.roles.reward_actors import actor_terms, judge_term, reward_specs, sco
 from rlsys.roles.rl_actors import RLRoles, start_roles
 from rlsys.rollouts.ahead import AheadRollouts, Batch
 from rlsys.rollouts.episodes import Trajectory, episode_runner
-from rlsys.rollouts.samples import (
-    Group,
-    batch_from_dict,
-    ragged,
-    response_metrics,
-    rewards_before_last_turn,
-    training_samples,
-)
+from rlsys.rollouts.samples import (Group, batch_from_dict, ragged, response_metrics, rewards_before_last_turn,
+                                    training_samples)
 from rlsys.trainers.held_out import HeldOut, check_columns
 
 
@@ -68,28 +63,11 @@ def padded(rows: list[list[float]]) -> torch.Tensor:
     return pad(rows, 0.0, dtype=torch.float32)
 
 
-def is_correction(cfg) -> str:
-    """The off-policy correction in force: `auto` truncates importance weights when sampling runs ahead."""
-    mode = cfg.algo.is_correction
-    return ("tis" if cfg.rollout.max_staleness > 0 else "none") if mode == "auto" else mode
-
-
-def policy_hparams(cfg, kl_coef: float) -> dict:
-    """What the policy and value losses read; kl_coef is the controller's current value (adaptive or fixed)."""
-    a = cfg.algo
-    return {"clip_low": a.clip_low, "clip_high": a.clip_high, "dual_clip": a.dual_clip,
-            "aggregation": a.loss_aggregation, "max_len": cfg.rollout.max_new_tokens,
-            "kl_loss_coef": 0.0 if a.kl_in_reward else kl_coef, "kl_estimator": a.kl_estimator,
-            "entropy_coef": a.entropy_coef, "temperature": cfg.rollout.temperature, "value_clip": a.value_clip,
-            "is_correction": is_correction(cfg), "is_level": a.is_level, "is_cap": a.is_cap, "is_low": a.is_low,
-            "is_high": a.is_high}
-
-
 def mean_metrics(results: list[dict[str, float]]) -> dict[str, float]:
     return {k: sum(m[k] for m in results) / len(results) for k in results[0]}
 
 
-def update(group, samples: dict[str, list], objective: str, hparams: dict, cfg) -> dict[str, float]:
+def update(group, samples: dict[str, list], loss: PolicyLoss | ValueLoss, cfg) -> dict[str, float]:
     """Epochs over mini-batches of whole prompt groups; one optimizer step per mini-batch."""
     per_update = (cfg.algo.mini_batch_size or cfg.trainer.batch_size) * cfg.algo.n_samples
     total = len(samples["prompt_ids"])
@@ -97,7 +75,7 @@ def update(group, samples: dict[str, list], objective: str, hparams: dict, cfg) 
     for _ in range(cfg.algo.epochs):
         for start in range(0, total, per_update):
             mini = {k: v[start:start + per_update] for k, v in samples.items()}
-            results.append(group.train(mini, objective, hparams))
+            results.append(group.train(mini, loss))
     return mean_metrics(results)
 
 
@@ -128,6 +106,7 @@ class RLController:
                                                   int(r.weight_sync_bucket_mb * 2**20))
         self.kl_ctl = build_kl_controller(a.kl_controller, a.kl_coef, a.kl_target, a.kl_horizon)
         self.guards = RewardGuards(a)
+        self.value_loss = ValueLoss.from_config(cfg)
         # One on-policy update per batch needs no forward pass for the sampling policy's logprobs.
         self.needs_old_logp = a.kl_in_reward or a.epochs > 1 or 0 < a.mini_batch_size < cfg.trainer.batch_size
         self.roles: RLRoles | None = None
@@ -207,12 +186,11 @@ class RLController:
 
             with timed(times, "train"):
                 critic_metrics, policy_metrics = {}, {}
-                hparams = policy_hparams(cfg, self.kl_ctl.value)
                 if roles.critic:
                     samples["returns"] = ragged(returns, lengths)
-                    critic_metrics = update(roles.critic, samples, "value", hparams, cfg)
+                    critic_metrics = update(roles.critic, samples, self.value_loss, cfg)
                 if step > a.critic_warmup_steps or not roles.critic:
-                    policy_metrics = update(roles.policy, samples, "policy", hparams, cfg)
+                    policy_metrics = update(roles.policy, samples, PolicyLoss.from_config(cfg, self.kl_ctl.value), cfg)
 
             sync = self.publish(step, times)
 

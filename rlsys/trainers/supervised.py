@@ -1,6 +1,6 @@
 """The supervised controller shared by pretraining and SFT: only the data (packed text or chat) differs.
 
-    each step: batch = the step's shuffled batch; metrics = policy.train(batch, "lm")
+    each step: batch = the step's shuffled batch; metrics = policy.train(batch, LanguageModelLoss())
     streamed:  every rank takes its next sequences from its own stream; metrics = policy.train_stream(n)
 """
 from __future__ import annotations
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from rlsys.actors.cluster import reserve, resolve_device
 from rlsys.config.jobs import streams
+from rlsys.config.losses import LanguageModelLoss
 from rlsys.data.batching import batch_at
 from rlsys.data.job_data import pretrain_blocks, sft_examples
 from rlsys.data.stream_plan import stream_plan
@@ -19,7 +20,7 @@ from rlsys.loop.checkpoints import Checkpoints
 from rlsys.loop.run_folder import base_model_path, prepare_output_dir
 from rlsys.loop.steps import run_steps
 from rlsys.models.builders import load_tokenizer
-from rlsys.roles.train_group import engine_settings, start_train_group
+from rlsys.roles.train_group import start_train_group
 from rlsys.trainers.held_out import HeldOut
 
 
@@ -67,8 +68,7 @@ class SupervisedController:
     def start(self) -> None:
         cfg = self.cfg
         reserve(cfg, self.device)
-        self.policy = start_train_group("policy", cfg, self.model_path, self.device, trainable=True,
-                                        engine=engine_settings(cfg))
+        self.policy = start_train_group("policy", cfg, self.model_path, self.device, trainable=True)
         if self.stream:
             self.policy.open_stream(self.stream)
         if self.episodes is not None:
@@ -91,7 +91,7 @@ class SupervisedController:
             tokens = sum(v for k, v in result.items() if k.startswith("tokens/"))
         else:
             batch = batch_at(self.examples, step, self.cfg.trainer.batch_size, self.cfg.seed)
-            result = self.policy.train(batch, "lm", {})
+            result = self.policy.train(batch, LanguageModelLoss())
             tokens = sum(len(ids) for ids in batch["input_ids"])
         elapsed = time.perf_counter() - began
         return {"train/loss": result["loss"], "train/grad_norm": result["grad_norm"], "train/lr": result["lr"],

@@ -13,7 +13,7 @@ def start_policy(tiny_model: str, zero_stage: int, lr: float = 5e-2, max_tokens:
 
     from rlsys.actors.group import Placement, create_placement
     from rlsys.config.schema import JobConfig
-    from rlsys.roles.train_group import engine_settings, start_train_group
+    from rlsys.roles.train_group import start_train_group
 
     cfg = OmegaConf.structured(JobConfig)
     cfg.deepspeed.zero_stage = zero_stage
@@ -21,8 +21,7 @@ def start_policy(tiny_model: str, zero_stage: int, lr: float = 5e-2, max_tokens:
     cfg.trainer.max_tokens_per_micro_batch = max_tokens
     cfg.model.lora.enabled = lora
     placement = Placement(create_placement(ranks, gpus=0, cpus=1), list(range(ranks)), num_gpus=0, num_cpus=1)
-    return start_train_group("policy", cfg, tiny_model, "cpu", trainable=True, placement=placement,
-                             engine=engine_settings(cfg))
+    return start_train_group("policy", cfg, tiny_model, "cpu", trainable=True, placement=placement)
 
 
 def fixed_batch():

@@ -6,26 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rlsys.algorithms import (
-    AdaptiveKLController,
-    FixedKLController,
-    aggregate_loss,
-    broadcast_to_tokens,
-    build_kl_controller,
-    cross_entropy_loss,
-    entropy_from_logits,
-    gae,
-    group_normalized_advantages,
-    groups_with_spread,
-    kl_penalty,
-    masked_mean,
-    masked_sum,
-    masked_whiten,
-    reinforce_plus_plus_advantages,
-    rloo_advantages,
-    token_level_rewards,
-    token_logprobs,
-)
+from rlsys.algorithms import (AdaptiveKLController, FixedKLController, aggregate_loss, broadcast_to_tokens,
+                              build_kl_controller, cross_entropy_loss, entropy_from_logits, gae,
+                              group_normalized_advantages, groups_with_spread, kl_penalty, masked_mean, masked_sum,
+                              masked_whiten, reinforce_plus_plus_advantages, rloo_advantages, token_level_rewards,
+                              token_logprobs)
 
 
 def close(actual, expected, atol=1e-5):
@@ -106,12 +91,21 @@ def test_kl_estimators():
     # k3 = e^{ref-logp} - (ref-logp) - 1: e^-1 + 1 - 1 = 0.367879; e^1 - 1 - 1 = 0.718282
     close(kl_penalty(logp, ref, "k3"), [0.367879, 0.718282])
     close(kl_penalty(logp, ref, "abs"), [1.0, 1.0])
-    # clamp to [-20, 20]: e^-20 + 20 - 1 ~= 19; e^20 - 21 stays finite
+    # the policy far above the reference (log ratio 100): e^-100 + 100 - 1 = 99, no cap on this side; the
+    # reference far above the policy: the exponent is capped at 20, e^20 - 21, finite
     extreme = kl_penalty(torch.tensor([0.0, -100.0]), torch.tensor([-100.0, 0.0]), "k3")
-    close(extreme[0], 19.0)
-    assert torch.isfinite(extreme).all()
+    close(extreme[0], 99.0)
+    assert extreme[1].item() == pytest.approx(math.exp(20.0) - 21.0, rel=1e-6)
     with pytest.raises(ValueError, match="estimator"):
         kl_penalty(logp, ref, "k4")
+
+
+def test_k3_keeps_its_gradient_where_the_policy_runs_far_above_the_reference():
+    """d k3 / d logp = 1 - e^{ref - logp}: about 1 at a log ratio of 30 (a clamp there would make it 0)."""
+    logp = torch.tensor([0.0, 0.0], requires_grad=True)
+    ref = torch.tensor([-30.0, -1.0])
+    kl_penalty(logp, ref, "k3").sum().backward()
+    close(logp.grad, [1.0 - math.exp(-30.0), 1.0 - math.exp(-1.0)])
 
 
 def test_adaptive_kl_controller_moves_and_round_trips():

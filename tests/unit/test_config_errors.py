@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from rlsys.config.compose import compose_job
+from rlsys.config.jobs import uses_critic
 from rlsys.config.validate import to_typed
 from rlsys.errors import ConfigError
 
@@ -68,3 +69,23 @@ def test_help_lists_every_job_and_cfg_job_prints_config():
 def test_unknown_job():
     result = rlsys("sfft")
     assert result.returncode == 2 and "unknown job 'sfft'" in result.stderr
+
+
+@pytest.mark.parametrize("job, overrides, message", [
+    ("grpo", ["algo.lam=0.9"], "algo.lam is a setting of the critic, and algo.advantage=group has none"),
+    ("ppo", ["algo.advantage=rloo", "algo.critic_lr=1e-4"], "algo.critic_lr is a setting of the critic"),
+    ("ppo", ["algo.scale_by_std=false"], "algo.scale_by_std=false is Dr.GRPO's change to group advantages"),
+    ("grpo", ["algo.gamma=0.9"], "algo.gamma discounts rewards token by token"),
+    ("grpo", ["algo.kl_controller=adaptive"], "algo.kl_controller=adaptive scales algo.kl_coef, which is 0"),
+])
+def test_settings_that_mean_nothing_for_the_algorithm_are_refused(job, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        to_typed(compose_job(job, overrides))
+
+
+def test_the_estimator_names_the_algorithm_and_algo_name_points_to_it():
+    assert to_typed(compose_job("grpo", ["algo.advantage=rloo"])).algo.advantage == "rloo"
+    with_critic = to_typed(compose_job("grpo", ["algo.advantage=gae", "algo.dynamic_sampling=false", "algo.lam=0.9"]))
+    assert with_critic.algo.lam == 0.9 and uses_critic(with_critic)
+    result = rlsys("grpo", "algo.name=rloo")
+    assert result.returncode == 2 and "unknown config key 'algo.name'. It is now algo.advantage" in result.stderr

@@ -121,12 +121,15 @@ def test_environments_load_with_clear_errors(tmp_path):
 
 
 def test_loss_mask_is_the_response_mask():
+    from rlsys.config.compose import compose_job
+    from rlsys.config.losses import PolicyLoss
+    from rlsys.config.validate import to_typed
     from rlsys.engine.batch import loss_tokens, to_tensors, with_loss_weights
 
     batch = {"prompt_ids": [[5, 6], [7]], "response_ids": [[1, 2, 3, 4], [8, 9]],
              "loss_mask": [[1.0, 0.0, 0.0, 1.0], [1.0, 1.0]], "advantages": [[1.0] * 4, [0.5] * 2]}
     assert loss_tokens(batch) == [2, 2]
-    weighted = with_loss_weights(batch, "policy", {"aggregation": "token_mean"})
+    weighted = with_loss_weights(batch, PolicyLoss.from_config(to_typed(compose_job("grpo")), kl_coef=0.0))
     tensors, _ = to_tensors(weighted, pad_id=0)
     assert tensors["response_mask"].tolist() == [[0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 1.0]]
     assert tensors["loss_weight"].sum().item() == pytest.approx(1.0), "the mean over the model's tokens only"

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from rlsys.algorithms import dpo_loss, kto_loss, orpo_loss
+from rlsys.config.losses import PreferenceLoss
 from rlsys.engine.batch import response_values, select, to_tensors, with_loss_weights
-from rlsys.engine.objectives import OBJECTIVES, response_logprob_totals, response_logprobs
+from rlsys.engine.objectives import objective_for, response_logprob_totals, response_logprobs
 
 
 def sigmoid(x: float) -> float:
@@ -103,12 +104,17 @@ ROWS = {"prompt_ids": [[1, 2, 3], [4, 5], [6, 7, 8], [9, 2]],
         "response_ids": [[10, 11, 12], [20, 21], [13, 14], [22, 23, 24]], "desirable": [1.0, 0.0, 1.0, 0.0]}
 
 
-def train(model, tensors: dict, objective: str, hparams: dict, steps: int) -> list[dict]:
+def preference(loss: str, beta: float, nll_coef: float = 0.0) -> PreferenceLoss:
+    return PreferenceLoss(preference_loss=loss, beta=beta, label_smoothing=0.0, nll_coef=nll_coef,
+                          desirable_weight=1.0, undesirable_weight=1.0)
+
+
+def train(model, tensors: dict, settings: PreferenceLoss, steps: int) -> list[dict]:
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     history = []
     for _ in range(steps):
         optimizer.zero_grad()
-        loss, metrics = OBJECTIVES[objective](model, tensors, hparams)
+        loss, metrics = objective_for(settings)(model, tensors)
         loss.backward()
         optimizer.step()
         history.append(metrics)
@@ -116,17 +122,17 @@ def train(model, tensors: dict, objective: str, hparams: dict, steps: int) -> li
 
 
 def test_orpo_objective_raises_the_log_odds_ratio(model):
-    tensors, _ = to_tensors(with_loss_weights(PAIRS, "orpo", {}), pad_id=0)
-    history = train(model, tensors, "orpo", {"beta": 0.5}, steps=8)
+    tensors, _ = to_tensors(with_loss_weights(PAIRS, preference("orpo", 0.5)), pad_id=0)
+    history = train(model, tensors, preference("orpo", 0.5), steps=8)
     first, last = history[0], history[-1]
     assert last["log_odds_ratio"] > first["log_odds_ratio"] and last["loss"] < first["loss"]
     assert first["loss"] == pytest.approx(first["chosen_nll"] + first["preference_loss"], abs=1e-6)
 
 
 def test_orpo_micro_batch_shares_add_up_to_the_whole_batch(model):
-    weighted = with_loss_weights(PAIRS, "orpo", {})
-    whole, _ = OBJECTIVES["orpo"](model, to_tensors(weighted, 0)[0], {"beta": 0.1})
-    parts = [OBJECTIVES["orpo"](model, to_tensors(select(weighted, micro), 0)[0], {"beta": 0.1})[0]
+    weighted = with_loss_weights(PAIRS, preference("orpo", 0.1))
+    whole, _ = objective_for(preference("orpo", 0.1))(model, to_tensors(weighted, 0)[0])
+    parts = [objective_for(preference("orpo", 0.1))(model, to_tensors(select(weighted, micro), 0)[0])[0]
              for micro in ([0, 2], [1], [])]  # an empty micro-batch is a zero-weight dummy
     assert sum(p.item() for p in parts) == pytest.approx(whole.item(), abs=1e-6)
 
@@ -144,7 +150,7 @@ def initial_totals(model, rows: dict) -> list[float]:
 
 
 def test_kto_rows_are_one_padded_row_each_with_their_fields(model):
-    rows = with_loss_weights({**ROWS, "ref_total": [-1.0, -2.0, -3.0, -4.0]}, "kto", {})
+    rows = with_loss_weights({**ROWS, "ref_total": [-1.0, -2.0, -3.0, -4.0]}, preference("kto", 0.1))
     assert rows["loss_weight"] == [0.25] * 4
     tensors, layout = to_tensors(select(rows, [1, 2]), pad_id=0)
     assert tensors["input_ids"].tolist() == [[4, 5, 20, 21, 0], [6, 7, 8, 13, 14]]
@@ -156,19 +162,19 @@ def test_kto_rows_are_one_padded_row_each_with_their_fields(model):
 
 def test_kto_objective_separates_desirable_from_undesirable(model):
     rows = {**ROWS, "ref_total": initial_totals(model, ROWS)}  # the reference is the model as it starts: r = 0
-    tensors, _ = to_tensors(with_loss_weights(rows, "kto", {}), pad_id=0)
-    hparams = {"beta": 0.5, "desirable_weight": 1.0, "undesirable_weight": 1.0}
-    first = train(model, tensors, "kto", hparams, steps=1)[0]
+    kto = preference("kto", 0.5)
+    tensors, _ = to_tensors(with_loss_weights(rows, kto), pad_id=0)
+    first = train(model, tensors, kto, steps=1)[0]
     assert first["desirable_reward"] == pytest.approx(0.0, abs=1e-5) and first["kl"] == pytest.approx(0.0, abs=1e-5)
-    last = train(model, tensors, "kto", hparams, steps=6)[-1]
+    last = train(model, tensors, kto, steps=6)[-1]
     assert last["desirable_reward"] > 0 > last["undesirable_reward"]
     assert last["desirable_frac"] == pytest.approx(0.5)
 
 
 def test_kto_nll_coef_adds_the_desirable_rows_nll(model):
     rows = {**ROWS, "ref_total": [-20.0, -21.0, -22.0, -23.0]}
-    tensors, _ = to_tensors(with_loss_weights(rows, "kto", {}), pad_id=0)
-    plain, metrics = OBJECTIVES["kto"](model, tensors, {"beta": 0.1})
-    with_nll, _ = OBJECTIVES["kto"](model, tensors, {"beta": 0.1, "nll_coef": 0.5})
+    tensors, _ = to_tensors(with_loss_weights(rows, preference("kto", 0.1)), pad_id=0)
+    plain, metrics = objective_for(preference("kto", 0.1))(model, tensors)
+    with_nll, _ = objective_for(preference("kto", 0.1, nll_coef=0.5))(model, tensors)
     assert with_nll.item() == pytest.approx(plain.item() + 0.5 * metrics["desirable_nll"], abs=1e-6)
     assert metrics["desirable_nll"] > 0

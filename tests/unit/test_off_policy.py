@@ -23,8 +23,16 @@ def test_truncated_weights_are_the_ratio_cut_at_the_cap():
     assert stats["is_truncated_frac"][0, :2].tolist() == [1.0, 0.0]
 
 
-def test_masked_weights_leave_out_tokens_outside_the_bounds():
+def test_masked_weights_keep_the_ratio_inside_the_bounds_and_leave_out_the_rest():
     w, stats = weights("mis", low=0.6, high=2.5)
+    assert w.tolist()[0] == pytest.approx([2.0, 0.0, 0.0])  # ratio 2 kept as it is, 0.5 is below the band
+    assert stats["is_masked_frac"][0, :2].tolist() == [0.0, 1.0]
+    w, _ = weights("mis", low=0.4, high=1.5)
+    assert w.tolist()[0] == pytest.approx([0.0, 0.5, 0.0])
+
+
+def test_rejection_keeps_the_same_tokens_with_weight_one():
+    w, stats = weights("reject", low=0.6, high=2.5)
     assert w.tolist()[0] == [1.0, 0.0, 0.0]
     assert stats["is_masked_frac"][0, :2].tolist() == [0.0, 1.0]
 
@@ -39,6 +47,8 @@ def test_sequence_and_geometric_levels_use_the_whole_response():
     assert w.tolist()[0] == pytest.approx([2.0, 2.0, 0.0])
     w, _ = importance_weights(LOGP, behaviour, MASK, mode="mis", level="sequence", low=0.5, high=3.0)
     assert w.tolist()[0] == [0.0, 0.0, 0.0]  # the whole response is left out
+    w, _ = importance_weights(LOGP, behaviour, MASK, mode="mis", level="sequence", low=0.5, high=5.0)
+    assert w.tolist()[0] == pytest.approx([4.0, 4.0, 0.0])  # inside the band: the sequence's ratio
 
 
 def test_mismatch_kl_is_zero_on_policy_and_positive_off_it():

@@ -6,19 +6,8 @@ import numpy as np
 import pytest
 
 from rlsys.errors import UserCodeError
-from rlsys.rewards import (
-    RULES,
-    RewardConfigError,
-    RewardError,
-    WeightedReward,
-    answer_match,
-    build_reward,
-    call_reward,
-    extract_answer,
-    format_reward,
-    load_reward_function,
-    make_format_reward,
-)
+from rlsys.rewards import (RULES, RewardConfigError, RewardError, WeightedReward, answer_match, build_reward,
+                           call_reward, extract_answer, format_reward, load_reward_function, make_format_reward)
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,8 @@ import torch
 from rlsys.algorithms import build_kl_controller
 from rlsys.config.compose import compose_job
 from rlsys.config.validate import to_typed
+from rlsys.config.losses import PolicyLoss
 from rlsys.engine.objectives import policy_objective
-from rlsys.trainers.rl import policy_hparams
 
 
 class FixedLogits(torch.nn.Module):
@@ -24,10 +24,10 @@ def test_the_adaptive_coefficient_reaches_the_loss():
                                         "algo.kl_horizon=10"]))
     a = cfg.algo
     controller = build_kl_controller(a.kl_controller, a.kl_coef, a.kl_target, a.kl_horizon)
-    before = policy_hparams(cfg, controller.value)
+    before = PolicyLoss.from_config(cfg, controller.value)
     controller.update(current_kl=1.0, n_steps=10)  # far above target: the coefficient grows
-    after = policy_hparams(cfg, controller.value)
-    assert after["kl_loss_coef"] > before["kl_loss_coef"] == 0.1
+    after = PolicyLoss.from_config(cfg, controller.value)
+    assert after.kl_coef > before.kl_coef == 0.1
 
     ids = torch.tensor([[1, 2, 3, 4, 5, 6, 7]])
     mask = torch.tensor([[0.0, 0.0, 1.0, 1.0, 1.0, 1.0]])
@@ -38,5 +38,5 @@ def test_the_adaptive_coefficient_reaches_the_loss():
     loss_after, metrics = policy_objective(model, batch, after)
     kl = metrics["kl_loss"]
     assert kl > 0
-    expected_gap = (after["kl_loss_coef"] - before["kl_loss_coef"]) * kl
+    expected_gap = (after.kl_coef - before.kl_coef) * kl
     assert abs((loss_after - loss_before).item() - expected_gap) < 1e-6
