@@ -5,7 +5,7 @@
 set -euo pipefail
 OUT=${OUT:-/tmp/rlsys_gpu}
 PY=${PYTHON:-python3}
-rl() { "$PY" -m launchers.cli "$@" cluster.device=cuda cluster.policy.num_ranks=1 logger=[jsonl]; }
+rl() { "$PY" -m rlsys "$@" cluster.device=cuda cluster.policy.num_ranks=1 logger=[jsonl]; }
 tail_metric() { "$PY" - "$1" "$2" <<'PY'
 import json, sys, statistics
 rows = [json.loads(l) for l in open(sys.argv[1] + "/metrics.jsonl")]

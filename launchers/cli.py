@@ -48,6 +48,7 @@ def print_usage(stream=sys.stdout) -> None:
     width = max(map(len, [*JOBS, *TOOLS]))
     jobs = "\n".join(f"  {name:<{width}}  {job.help}" for name, job in JOBS.items())
     tools = "\n".join(f"  {name:<{width}}  {text}" for name, (_, _, text) in TOOLS.items())
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `rlsys --help | head` ends quietly, like other commands
     print(USAGE.format(jobs=jobs, tools=tools), file=stream)
 
 
@@ -98,9 +99,8 @@ def main(argv: list[str] | None = None) -> None:
     from rlsys.config.validate import check_overrides
     from rlsys.errors import ConfigError
 
-    groups = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}
     try:
-        check_overrides(key_value_overrides(overrides), groups)
+        check_overrides(key_value_overrides(overrides))
     except ConfigError as err:
         fail(job, str(err))
 

@@ -222,7 +222,7 @@ def main_k8s(argv: list[str]) -> int:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from rlsys.config.compose import CONFIG_DIR, compose_job
+    from rlsys.config.compose import compose_job
     from rlsys.config.validate import check_overrides, to_typed
     from rlsys.errors import RlsysError
 
@@ -238,7 +238,7 @@ def main_k8s(argv: list[str]) -> int:
                           namespace=args.namespace, name=args.name)
     render = render_raycluster if args.cluster else render_rayjob
     try:
-        check_overrides(args.overrides, {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()})
+        check_overrides(args.overrides)
         cfg = to_typed(compose_job(args.job, args.overrides))
         manifest = render(cfg, args.job, args.overrides, args.image, options)
     except (RlsysError, HydraException, OmegaConfBaseException) as err:

@@ -81,11 +81,19 @@ def main_submit(argv: list[str]) -> int:
     return 0 if args.no_follow else _follow(client, job_id)
 
 
-def main_status(argv: list[str]) -> int:
-    parser = _parser("rlsys status", "Print the status of a submitted job.")
+def _job_args(prog: str, description: str, argv: list[str], follow: bool = False) -> tuple[argparse.Namespace, object]:
+    """(the arguments, a Jobs API client) of a command about one submitted job."""
+    parser = _parser(prog, description)
     parser.add_argument("job_id")
+    if follow:
+        parser.add_argument("--follow", "-f", action="store_true")
     args = parser.parse_args(argv)
-    info = _client(args.address).get_job_info(args.job_id)
+    return args, _client(args.address)
+
+
+def main_status(argv: list[str]) -> int:
+    args, client = _job_args("rlsys status", "Print the status of a submitted job.", argv)
+    info = client.get_job_info(args.job_id)
     print(f"{args.job_id}: {str(info.status).rsplit('.', 1)[-1]}  {info.entrypoint}")
     if info.message:
         print(info.message)
@@ -93,11 +101,8 @@ def main_status(argv: list[str]) -> int:
 
 
 def main_logs(argv: list[str]) -> int:
-    parser = _parser("rlsys logs", "Print a submitted job's logs (--follow to keep streaming until it ends).")
-    parser.add_argument("job_id")
-    parser.add_argument("--follow", "-f", action="store_true")
-    args = parser.parse_args(argv)
-    client = _client(args.address)
+    args, client = _job_args("rlsys logs", "Print a submitted job's logs (--follow to keep streaming until it ends).",
+                             argv, follow=True)
     if args.follow:
         return _follow(client, args.job_id)
     print(client.get_job_logs(args.job_id), end="")
@@ -105,10 +110,8 @@ def main_logs(argv: list[str]) -> int:
 
 
 def main_stop(argv: list[str]) -> int:
-    parser = _parser("rlsys stop", "Stop a submitted job.")
-    parser.add_argument("job_id")
-    args = parser.parse_args(argv)
-    stopped = _client(args.address).stop_job(args.job_id)
+    args, client = _job_args("rlsys stop", "Stop a submitted job.", argv)
+    stopped = client.stop_job(args.job_id)
     print(f"{args.job_id}: {'stop requested' if stopped else 'already finished'}")
     return 0
 

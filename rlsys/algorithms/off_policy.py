@@ -48,10 +48,10 @@ def importance_weights(logp: torch.Tensor, behaviour_logp: torch.Tensor, mask: t
             weights = inside
         else:
             weights = torch.ones_like(ratio)
-        token_ratio = log_ratio.exp()
         stats = {
             # KL(sampler || trainer) per token, k3 estimator over the sampler's tokens: unbiased, never negative
-            "logprob_mismatch_kl": (token_ratio - 1) - log_ratio,
+            # (in float64 with expm1: near 1 the ratio's rounding would outweigh the estimate and its sign)
+            "logprob_mismatch_kl": (torch.expm1(log_ratio.double()) - log_ratio.double()).float(),
             "is_ratio_mean": ratio,
             "is_masked_frac": 1.0 - inside if mode in ("mis", "reject") else torch.zeros_like(ratio),
             "is_truncated_frac": (ratio > cap).float() if mode == "tis" else torch.zeros_like(ratio),

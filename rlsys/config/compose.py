@@ -15,6 +15,11 @@ from rlsys.config.schema import JobConfig
 CONFIG_DIR = Path(rlsys.configs.__file__).resolve().parent
 
 
+def config_groups() -> set[str]:
+    """The presets' groups (`algo=ppo` picks a file of configs/algo/; it does not set a value)."""
+    return {p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and any(p.glob("*.yaml"))}
+
+
 def register_schema() -> None:
     """Make the typed schema the first default of every preset, so Hydra checks what it composes."""
     ConfigStore.instance().store(name="rlsys_schema", node=JobConfig)

@@ -9,7 +9,8 @@ from typing import Any, List
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from rlsys.config.jobs import JOBS
+from rlsys.config.compose import config_groups
+from rlsys.config.jobs import JOBS, uses_environment
 from rlsys.config.schema import JobConfig
 from rlsys.config.stages import PLANS
 from rlsys.errors import ConfigError
@@ -47,11 +48,8 @@ def unknown_key_message(full_key: str) -> str:
             "See the whole config with `rlsys JOB --cfg job`.")
 
 
-def check_overrides(overrides: list[str], groups: set[str]) -> None:
-    """Reject command-line overrides of unknown keys or of the wrong type, before Hydra composes anything.
-
-    `groups` are the config group names (e.g. `algo=ppo` picks a file, it does not set a value).
-    """
+def check_overrides(overrides: list[str]) -> None:
+    """Reject command-line overrides of unknown keys or of the wrong type, before Hydra composes anything."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
 
@@ -59,7 +57,7 @@ def check_overrides(overrides: list[str], groups: set[str]) -> None:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except OverrideParseException as err:
         raise ConfigError(f"cannot parse override: {str(err).splitlines()[0]}") from None
-    schema = OmegaConf.structured(JobConfig)
+    schema, groups = OmegaConf.structured(JobConfig), config_groups()
     for override in parsed:
         key = override.key_or_group
         if key.startswith("hydra") or key in groups or override.package is not None:
@@ -187,7 +185,7 @@ def check_values(cfg: DictConfig) -> None:
                                            f"{cfg.rollout.temperature}.")
     _require(0 < cfg.rollout.top_p <= 1, f"rollout.top_p must be in (0, 1], got {cfg.rollout.top_p}.")
     e = cfg.env
-    if e.name or e.path:
+    if uses_environment(cfg):
         _require(cfg.job in ("grpo", "ppo", "sft", "pretrain"), f"env is set, but `rlsys {cfg.job}` does not play "
                  f"episodes; environments are for grpo and ppo (and sft / pretrain, for their demonstrations).")
         _require(e.max_turns >= 1 and e.num_workers >= 1 and e.timeout_s >= 0 and 0 <= e.max_error_rate <= 1,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 
+from rlsys.config.jobs import uses_environment
 from rlsys.envs.calculator import CalculatorEnv
 from rlsys.envs.retry import RetryEnv
 from rlsys.errors import ConfigError
@@ -20,10 +21,6 @@ class EnvSpec:
     cls: type
     kwargs: dict
     timeout_s: float
-
-
-def enabled(cfg) -> bool:
-    return bool(cfg.env.name or cfg.env.path)
 
 
 def load_env_class(env_cfg) -> tuple[str, type]:
@@ -75,9 +72,9 @@ def tool_schemas(spec: EnvSpec) -> list[dict]:
 
 def env_tools(cfg) -> list[dict] | None:
     """The tool schemas of the job's environment (None without one)."""
-    return tool_schemas(env_spec(cfg)) if enabled(cfg) else None
+    return tool_schemas(env_spec(cfg)) if uses_environment(cfg) else None
 
 
 def demonstrations(cfg):
     """The environment's `demonstration(row) -> messages`, when it has one (the built-in calculator does)."""
-    return getattr(load_env_class(cfg.env)[1], "demonstration", None) if enabled(cfg) else None
+    return getattr(load_env_class(cfg.env)[1], "demonstration", None) if uses_environment(cfg) else None

@@ -8,12 +8,13 @@ from __future__ import annotations
 from rlsys.actors.cluster import node_label_resources
 from rlsys.actors.group import Placement, create_placement
 from rlsys.actors.rollout import RolloutGroup, RolloutSpec, Sampling
+from rlsys.config.jobs import uses_environment
 
 
 def rollout_spec(cfg, model_path: str, device: str, colocated: bool, max_model_len: int | None = None,
                  weight_sync: str = "object_store") -> RolloutSpec:
     r = cfg.rollout
-    episodes = bool(cfg.env.name or cfg.env.path)  # an episode grows past its prompt
+    episodes = uses_environment(cfg)  # an episode grows past its prompt
     max_model_len = max_model_len or (max(cfg.data.max_length, cfg.env.max_total_tokens) if episodes
                                       else cfg.data.max_length)
     return RolloutSpec(model_path=model_path, device=device, dtype=cfg.model.dtype, seed=cfg.seed,

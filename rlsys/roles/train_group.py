@@ -32,7 +32,7 @@ def start_train_group(role: str, cfg, model_path: str, device: str, *, trainable
     """
     resources = resources or cfg.cluster[role]
     placement = placement or place_group(role, resources, device, cfg.cluster)
-    engine = engine_settings(cfg, device, resources.num_ranks, lr)
+    engine = engine_settings(cfg, device, len(placement.bundle_indices), lr)  # a rank a bundle
     spec = WorkerSpec(role=role, model_path=model_path, device=device, trainable=trainable,
                       seed=cfg.seed, cpu_threads=max(1, int(resources.cpus_per_rank)), max_length=cfg.data.max_length,
                       gradient_checkpointing=cfg.model.gradient_checkpointing,

@@ -1,12 +1,12 @@
 """Preference learning: `rlsys rm` on (prompt, chosen, rejected) pairs, and `rlsys dpo` with its losses.
 
-    rm,   each step:  pairs = the step's batch;  reward_model.train(pairs, "pairwise")   Bradley-Terry, per head
+    rm,   each step:  pairs = the step's batch;  reward_model.train(pairs, PairwiseLoss)   Bradley-Terry, per head
     dpo,  each step:  pairs = the step's batch (online: the policy's own answers, ranked, online_pairs.py)
                       pairs.ref = reference.logprobs(pairs)      (not for orpo: it has no reference)
-                      policy.train(pairs, loss)                  DPO / IPO / cDPO / ORPO
+                      policy.train(pairs, PreferenceLoss)        DPO / IPO / cDPO / ORPO
                       (online: policy.send_weights(rollout))
     kto,  each step:  rows = the step's thumbs up / down;  rows.ref = reference.logprobs(rows)
-                      policy.train(rows, "kto")
+                      policy.train(rows, PreferenceLoss)
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The RL controller (GRPO, PPO, RLOO, REINFORCE++). One step reads like the algorithm:
 
     samples  = rollout.generate(prompts, n)             vLLM engines: token ids + logprobs
-               (env set: multi-turn episodes against environments, rlsys/envs/episodes.py)
+               (env set: multi-turn episodes against environments, rlsys/rollouts/episodes.py)
                (async, rollout.max_staleness = K > 0: sampled K steps ahead by the policy K versions back)
     rewards  = reward(prompts, completions, columns)     rules, functions, reward models, judges, remote
                (guards: length penalty, running normalisation, clipping; monitored gold terms logged only)
@@ -30,11 +30,11 @@ from rlsys.algorithms import build_kl_controller, groups_with_spread, kl_penalty
 from rlsys.algorithms.advantages import estimate_advantages
 from rlsys.algorithms.reward_guards import RewardGuards
 from rlsys.algorithms.shaping import overlong_penalty
+from rlsys.config.jobs import uses_environment
 from rlsys.config.losses import PolicyLoss, ValueLoss
 from rlsys.data.batching import batch_indices
 from rlsys.data.collate import pad
 from rlsys.data.job_data import encode_prompts, prompt_rows
-from rlsys.envs import loading as envs
 from rlsys.errors import ConfigError
 from rlsys.loop.checkpoints import Checkpoints
 from rlsys.loop.run_folder import base_model_path, prepare_output_dir
@@ -91,7 +91,7 @@ class RLController:
         self.tokenizer = load_tokenizer(self.model_path)
         self.rows = prompt_rows(cfg, "train")
         # episodes' prompts are what their environment's reset() returns, rendered with its tools
-        self.row_prompts = ([[]] * len(self.rows) if envs.enabled(cfg)
+        self.row_prompts = ([[]] * len(self.rows) if uses_environment(cfg)
                             else encode_prompts(cfg, self.tokenizer, self.rows))
         check_columns(self.reward, self.rows, cfg.data.train or "the embedded task's prompts")
         self.held_out = HeldOut(cfg, self.tokenizer, self.reward if cfg.eval.reward is None else None)
@@ -99,7 +99,7 @@ class RLController:
         self.sampling = rollout_sampling(cfg, stops)
         self.greedy = Sampling(n=1, temperature=0.0, max_new_tokens=r.max_new_tokens, stop=list(r.stop),
                                stop_token_ids=stops)
-        self.episodes = episode_runner(cfg, self.tokenizer, self.model_path, stops) if envs.enabled(cfg) else None
+        self.episodes = episode_runner(cfg, self.tokenizer, self.model_path, stops) if uses_environment(cfg) else None
         if (problem := weight_sync.problem(cfg, self.device)) is not None:
             raise ConfigError(problem)
         self.weight_sync = weight_sync.WeightSync(weight_sync.resolve(cfg, self.device),

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from rlsys.actors.cluster import reserve, resolve_device
-from rlsys.config.jobs import streams
+from rlsys.config.jobs import streams, uses_environment
 from rlsys.config.losses import LanguageModelLoss
 from rlsys.data.batching import batch_at
 from rlsys.data.job_data import pretrain_blocks, sft_examples
@@ -58,7 +58,7 @@ class SupervisedController:
         self.held_out = HeldOut(cfg, self.tokenizer) if self.tokenizer.chat_template else None
         # tool SFT is evaluated as it will be used: in episodes against the environment
         self.episodes = None
-        if cfg.job == "sft" and loading.enabled(cfg) and self.held_out:
+        if cfg.job == "sft" and uses_environment(cfg) and self.held_out:
             from rlsys.models.builders import end_of_turn_ids
             from rlsys.rollouts.episodes import episode_runner
 

@@ -3,11 +3,9 @@ batch that does not split evenly completes under ZeRO-3 (every forward is a coll
 rank, and a rank with no sample still joins."""
 import pytest
 
-from tests.e2e.test_weight_sync import start_policy
+from tests.e2e.test_weight_sync import clipped_at, start_policy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
-
-HPARAMS = {"clip_low": 0.2, "clip_high": 0.2, "aggregation": "token_mean"}
 
 
 def uneven_batch() -> dict[str, list]:
@@ -24,14 +22,14 @@ def test_uneven_batch_under_zero3_completes_with_the_loss_of_one_rank(ray_cluste
         logp = policy.logprobs(batch)["logp"]
         assert [len(x) for x in logp] == [1, 7, 3]
         assert len(policy.logprobs({k: v[:1] for k, v in batch.items()})["logp"]) == 1  # one rank has nothing
-        metrics = policy.train(batch, "policy", HPARAMS)
+        metrics = policy.train(batch, clipped_at(0.2))
     finally:
         policy.kill()
     single = start_policy(tiny_model, zero_stage=1, max_tokens=4096, ranks=1)
     try:
         flat = lambda rows: [x for row in rows for x in row]
         assert flat(single.logprobs(batch)["logp"]) == pytest.approx(flat(logp), abs=1e-5)
-        expected = single.train(batch, "policy", HPARAMS)
+        expected = single.train(batch, clipped_at(0.2))
     finally:
         single.kill()
     assert metrics["policy_loss"] == pytest.approx(expected["policy_loss"], abs=1e-6)

@@ -24,6 +24,19 @@ def start_policy(tiny_model: str, zero_stage: int, lr: float = 5e-2, max_tokens:
     return start_train_group("policy", cfg, tiny_model, "cpu", trainable=True, placement=placement)
 
 
+def clipped_at(clip: float):
+    """The policy loss of the schema's defaults (token mean, no KL), clipped at `clip`."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from rlsys.config.losses import PolicyLoss
+    from rlsys.config.schema import JobConfig
+
+    return dataclasses.replace(PolicyLoss.from_config(OmegaConf.structured(JobConfig), kl_coef=0.0),
+                               clip_low=clip, clip_high=clip)
+
+
 def fixed_batch():
     prompt = [[5, 6, 7, 8], [9, 10, 11, 12]]
     response = [[13, 14, 15, 16, 17], [18, 19, 20, 21, 22]]
@@ -34,7 +47,7 @@ def train_a_little(policy, batch) -> None:
     """Three updates that move the trainer's weights away from the engine's."""
     for _ in range(3):
         batch_with_adv = dict(batch, advantages=[[1.0] * 5] * 4, old_logp=policy.logprobs(batch)["logp"])
-        policy.train(batch_with_adv, "policy", {"clip_low": 10.0, "clip_high": 10.0, "aggregation": "token_mean"})
+        policy.train(batch_with_adv, clipped_at(10.0))
 
 
 def engine_gap(policy, rollout, batch) -> float:
