@@ -1,6 +1,6 @@
 """Settings that take one of a few values: the values, declared once. The schema marks such a setting with
 `one_of(...)`, validation refuses anything else, and the code that acts on a value imports its list from here.
-(The jobs and the pipeline's plans are their own registries: jobs.py, stages.py.)
+(The jobs and the pipeline's plans are registries of their own: jobs.py, pipeline_stages.py.)
 """
 from __future__ import annotations
 

@@ -150,7 +150,7 @@ def evaluation(cfg) -> list[list[Role]]:
 
 def pipeline(cfg) -> list[list[Role]]:
     """Every stage's phases, one stage after another."""
-    from rlsys.config.stages import stage_configs
+    from rlsys.config.pipeline_stages import stage_configs
 
     return [phase for stage in stage_configs(cfg).values() for phase in JOBS[stage.job].phases(stage)]
 

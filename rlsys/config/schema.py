@@ -345,7 +345,7 @@ class EvalConfig:
 
 @dataclass
 class PipelineConfig:
-    rl: str = "grpo"  # the stages after SFT: a plan of rlsys/config/stages.py (agent: multi-turn GRPO with a tool)
+    rl: str = "grpo"  # the stages after SFT: a plan of config/pipeline_stages.py (agent: multi-turn GRPO with a tool)
     stages: Dict[str, List[str]] = field(default_factory=dict)  # stage -> overrides for that stage
 
 

@@ -12,7 +12,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 from rlsys.config.compose import config_groups
 from rlsys.config.jobs import JOBS, uses_environment
 from rlsys.config.schema import JobConfig
-from rlsys.config.stages import PLANS
+from rlsys.config.pipeline_stages import PLANS
 from rlsys.errors import ConfigError
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from rlsys.config.jobs import controller
-from rlsys.config.stages import stage_configs
+from rlsys.config.pipeline_stages import stage_configs
 from rlsys.config.validate import to_typed
 
 

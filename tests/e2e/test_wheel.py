@@ -1,6 +1,7 @@
 """A wheel built from the repository runs jobs when installed outside it: presets, entry point and actors."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -18,8 +19,13 @@ def installed(tmp_path_factory) -> tuple[Path, dict]:
     """The wheel, installed into a folder of its own (its `rlsys` script included); the environment that
     puts it first on the path, in a working directory outside the repository."""
     work = tmp_path_factory.mktemp("wheel")
+    source = work / "source"  # a copy: setuptools builds in the source folder
+    for name in ("rlsys", "actors", "launchers", "configs"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--wheel-dir", str(work / "dist"), str(ROOT)], check=True, cwd=work, timeout=300)
+                    "--wheel-dir", str(work / "dist"), str(source)], check=True, cwd=work, timeout=300)
     wheel = next((work / "dist").glob("rlsys-*.whl"))
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
                     "--target", str(work / "site"), str(wheel)], check=True, cwd=work, timeout=300)

@@ -93,3 +93,8 @@ def test_no_import_cycles():
         if name not in state:
             visit(name, [])
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+def test_no_two_modules_share_a_name():
+    names = [name.rsplit(".", 1)[-1] for name, path in modules().items() if path.stem not in ("__init__", "__main__")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []

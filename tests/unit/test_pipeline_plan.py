@@ -2,7 +2,7 @@
 import pytest
 
 from rlsys.config.compose import compose_job
-from rlsys.config.stages import PLANS, stage_config
+from rlsys.config.pipeline_stages import PLANS, stage_config
 from rlsys.config.validate import to_typed
 
 
