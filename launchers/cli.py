@@ -1,6 +1,7 @@
 """The `rlsys` command: `rlsys JOB [key=value ...]`, composed by Hydra from `configs/JOB.yaml`."""
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -48,8 +49,11 @@ def print_usage(stream=sys.stdout) -> None:
     width = max(map(len, [*JOBS, *TOOLS]))
     jobs = "\n".join(f"  {name:<{width}}  {job.help}" for name, job in JOBS.items())
     tools = "\n".join(f"  {name:<{width}}  {text}" for name, (_, _, text) in TOOLS.items())
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `rlsys --help | head` ends quietly, like other commands
-    print(USAGE.format(jobs=jobs, tools=tools), file=stream)
+    try:
+        print(USAGE.format(jobs=jobs, tools=tools), file=stream, flush=True)
+    except BrokenPipeError:  # `rlsys --help | head` ends quietly, like other commands
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())  # so the flush at exit cannot fail again
+        sys.exit(0)
 
 
 HYDRA_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--info", "-i", "--config-dir", "-cd",

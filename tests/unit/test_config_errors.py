@@ -66,6 +66,20 @@ def test_help_lists_every_job_and_cfg_job_prints_config():
     assert shown.returncode == 0 and "max_steps: 7" in shown.stdout
 
 
+def test_help_into_a_closed_pipe_ends_quietly_and_leaves_signals_alone():
+    import signal
+
+    from rlsys.launchers.cli import main
+
+    piped = subprocess.run(f"'{sys.executable}' -m rlsys --help | head -1", shell=True, capture_output=True, text=True,
+                           timeout=120)
+    assert piped.stdout.startswith("usage: rlsys") and piped.stderr == ""
+    before = signal.getsignal(signal.SIGPIPE)  # the CLI runs inside other processes too (tests, notebooks)
+    with pytest.raises(SystemExit):
+        main(["sfft"])
+    assert signal.getsignal(signal.SIGPIPE) == before
+
+
 def test_unknown_job():
     result = rlsys("sfft")
     assert result.returncode == 2 and "unknown job 'sfft'" in result.stderr
