@@ -8,6 +8,8 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
+import dataclasses
+
 import rlsys.configs
 from rlsys.config.schema import JobConfig
 
@@ -20,6 +22,29 @@ def config_groups() -> set[str]:
     return {p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and any(p.glob("*.yaml"))}
 
 
+def in_free_form_mapping(key: str) -> bool:
+    """Whether a dotted key names an entry of a mapping whose keys are the user's (data.columns, ...)."""
+    node = JobConfig
+    for part in key.split(".")[:-1]:
+        field = {f.name: f for f in dataclasses.fields(node)}.get(part)
+        value = field.default_factory() if field and field.default_factory is not dataclasses.MISSING else None
+        if isinstance(value, dict):
+            return True
+        if not dataclasses.is_dataclass(value):
+            return False
+        node = type(value)
+    return False
+
+
+def adding_free_form_keys(override: str) -> str:
+    """`data.columns.solution=gold` works as typed: Hydra needs `++` (add or set) for a key its preset lacks,
+    which in a mapping of the user's own keys is the usual case."""
+    key = override.partition("=")[0]
+    if "=" not in override or key[:1] in "+~" or "@" in key or not in_free_form_mapping(key):
+        return override
+    return "++" + override
+
+
 def register_schema() -> None:
     """Make the typed schema the first default of every preset, so Hydra checks what it composes."""
     ConfigStore.instance().store(name="rlsys_schema", node=JobConfig)
@@ -28,7 +53,8 @@ def register_schema() -> None:
 def compose_job(job: str, overrides: list[str] | None = None) -> DictConfig:
     """The config `rlsys JOB overrides...` would run with (not yet checked: see validate.to_typed)."""
     register_schema()
+    overrides = [adding_free_form_keys(o) for o in overrides or []]
     if GlobalHydra.instance().is_initialized():
-        return compose(config_name=job, overrides=list(overrides or []))
+        return compose(config_name=job, overrides=overrides)
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        return compose(config_name=job, overrides=list(overrides or []))
+        return compose(config_name=job, overrides=overrides)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from rlsys.config.choices import DATA_SUFFIXES
-from rlsys.data.sources import jsonl_row
+from rlsys.data.sources import jsonl_row, with_role_names
 from rlsys.errors import DataError
 
 
@@ -84,10 +84,9 @@ def _file_pieces(path: Path, piece_bytes: int) -> list[Piece]:
 
 
 def read_piece(piece: Piece, columns: Mapping[str, str], on_error: str = "fail") -> Iterator[dict[str, Any]]:
-    """The piece's rows, keyed by rlsys names (`columns` maps rlsys name -> the source's column)."""
-    renames = {theirs: ours for ours, theirs in columns.items()}
+    """The piece's rows, with rlsys names for the mapped columns (`columns`: rlsys name -> the source's column)."""
     for row in _raw_rows(piece, on_error):
-        yield {renames.get(key, key): value for key, value in row.items()}
+        yield with_role_names(row, columns)
 
 
 def _raw_rows(piece: Piece, on_error: str) -> Iterator[dict[str, Any]]:

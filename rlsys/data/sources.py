@@ -1,7 +1,8 @@
 """Load users' rows from jsonl / json / parquet files or folders, or any `datasets` source (`hf:NAME`).
 
-Rows come back as dicts keyed by rlsys names (`text`, `messages`, `prompt`, `answer`, ...) after the
-`data.columns` mapping. A malformed row stops the run (`data.on_error=fail`) or is skipped and counted.
+Rows come back with the user's columns under their own names, and each column that `data.columns` maps to an
+rlsys name (`text`, `messages`, `prompt`, `answer`, ...) under that name too. A malformed row stops the run
+(`data.on_error=fail`) or is skipped and counted.
 """
 from __future__ import annotations
 
@@ -89,10 +90,19 @@ def read_rows(spec: str, split: str = "train", on_error: str = "fail") -> Loaded
     raise DataError(f"'{spec}' mixes file types {sorted(suffixes)}; keep one format per folder.")
 
 
+def with_role_names(row: dict[str, Any], columns: Mapping[str, str]) -> dict[str, Any]:
+    """The row with each mapped column also under its rlsys name (`columns`: rlsys name -> the user's column).
+    An alias, not a rename: a `solution` column can be SFT's response and what a reward function reads."""
+    aliased = dict(row)
+    for name, theirs in columns.items():
+        if theirs != name and theirs in row:
+            aliased[name] = row[theirs]
+    return aliased
+
+
 def map_columns(loaded: LoadedRows, columns: Mapping[str, str], required: list[str]) -> LoadedRows:
-    """Rename the user's columns to rlsys names and check the required ones are there."""
-    renames = {user: rl for rl, user in columns.items()}
-    renamed = [{renames.get(key, key): value for key, value in row.items()} for row in loaded.rows]
+    """The rows with rlsys names for the mapped columns; the required ones must be there."""
+    renamed = [with_role_names(row, columns) for row in loaded.rows]
     if not renamed:
         raise DataError(f"'{loaded.source}' holds no rows.")
     available = sorted(renamed[0])

@@ -36,7 +36,7 @@ class HeldOut:
         self.prompts = [r["messages"][-1]["content"] for r in self.rows]  # the question each reward sees
         self.has_answers = bool(self.rows) and all(r.get("answer") is not None for r in self.rows)
         if self.rows:
-            check_columns(self.reward, self.rows, cfg.data.eval or "the embedded held-out split")
+            check_columns(self.reward, self.rows, cfg.data.eval or "the embedded held-out split", "eval.reward")
 
     def __bool__(self) -> bool:
         return bool(self.rows)
@@ -88,14 +88,14 @@ class HeldOut:
         return metrics, samples
 
 
-def check_columns(reward: WeightedReward, rows: list[dict], source: str) -> None:
-    """Every column a reward term reads is in every row, or the job stops before it starts."""
+def check_columns(reward: WeightedReward, rows: list[dict], source: str, setting: str) -> None:
+    """Every column a reward term reads is in every row, or the job stops before it starts. `setting` is the
+    config key that chose the terms."""
     present = set.intersection(*(set(r) for r in rows))
     for term, needed in reward.required_columns().items():
         missing = [c for c in needed if c not in present]
         if missing:
             raise ConfigError(
-                f"evaluation scores {source} with the reward term '{term}', which reads the column(s) "
-                f"{missing}; the rows have {sorted(present - {'messages'})}. Map a column of yours to it "
-                f"(data.columns.{missing[0]}=YOUR_COLUMN), set eval.reward to terms your rows can feed, or "
-                f"leave out data.eval.")
+                f"the {setting} term '{term}' reads the column(s) {missing}; the rows of {source} have "
+                f"{sorted(present - {'messages'})}. Map a column of yours to it (data.columns.{missing[0]}="
+                f"YOUR_COLUMN), or set {setting} to terms your rows can feed.")

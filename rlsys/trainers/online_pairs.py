@@ -47,7 +47,7 @@ class OnlinePairs:
         self.prompt_ids = encode_prompts(cfg, tokenizer, self.rows)
         self.specs = reward_specs(cfg)
         self.reward = build_reward(self.specs)  # checked now; rebuilt with its actors in start()
-        check_columns(self.reward, self.rows, cfg.data.train or "the embedded task's prompts")
+        check_columns(self.reward, self.rows, cfg.data.train or "the embedded task's prompts", "reward")
         self.sampling = rollout_sampling(cfg, end_of_turn_ids(tokenizer))
         self.sync = weight_sync.WeightSync(weight_sync.resolve(cfg, device),
                                            int(cfg.rollout.weight_sync_bucket_mb * 2**20))

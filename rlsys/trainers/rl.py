@@ -93,7 +93,7 @@ class RLController:
         # episodes' prompts are what their environment's reset() returns, rendered with its tools
         self.row_prompts = ([[]] * len(self.rows) if uses_environment(cfg)
                             else encode_prompts(cfg, self.tokenizer, self.rows))
-        check_columns(self.reward, self.rows, cfg.data.train or "the embedded task's prompts")
+        check_columns(self.reward, self.rows, cfg.data.train or "the embedded task's prompts", "reward")
         self.held_out = HeldOut(cfg, self.tokenizer, self.reward if cfg.eval.reward is None else None)
         stops = end_of_turn_ids(self.tokenizer)
         self.sampling = rollout_sampling(cfg, stops)

@@ -1,5 +1,6 @@
 """A user's own task, not the embedded arithmetic: jsonl files with columns of their own, a reward function file,
-SFT with data.eval, then GRPO with that reward, each evaluated on the user's rows by the user's reward."""
+SFT with data.eval, then GRPO with that reward, each evaluated on the user's rows by the user's reward. The
+`solution` column is both SFT's response (mapped) and what the reward reads (by its own name), as in TRL."""
 import json
 import random
 
@@ -10,10 +11,11 @@ from tests.e2e.conftest import run_job
 pytestmark = pytest.mark.e2e
 
 REWARD = '''
-def larger(prompts, completions, gold):
+def larger(prompts, completions, solution, difficulty):
     """1 for the larger number, 0.5 for the other one (the model read the question), else 0."""
+    assert set(difficulty) <= {"easy", "hard"}, difficulty
     scores = []
-    for prompt, completion, answer in zip(prompts, completions, gold):
+    for prompt, completion, answer in zip(prompts, completions, solution):
         said = completion.strip()
         scores.append(1.0 if said == answer else 0.5 if said and said in prompt else 0.0)
     return scores
@@ -26,8 +28,8 @@ def write_task(folder, count: int, seed: int) -> str:
     with path.open("w") as f:
         for _ in range(count):
             a, b = rng.sample(range(10, 100), 2)
-            f.write(json.dumps({"question": f"Which is larger, {a} or {b}?", "reply": str(max(a, b)),
-                                "gold": str(max(a, b)), "source": "generated"}) + "\n")
+            f.write(json.dumps({"question": f"Which is larger, {a} or {b}?", "solution": str(max(a, b)),
+                                "difficulty": "hard" if abs(a - b) < 10 else "easy"}) + "\n")
     return str(path)
 
 
@@ -36,7 +38,7 @@ def user_task(pretrained, tmp_path_factory):
     folder = tmp_path_factory.mktemp("user_task")
     (folder / "rewards.py").write_text(REWARD)
     common = [f"data.train={write_task(folder, 3000, 0)}", f"data.eval={write_task(folder, 64, 1)}",
-              "data.columns.prompt=question", "data.columns.response=reply",
+              "data.columns.prompt=question", "data.columns.response=solution",
               f"reward=[{{type: function, path: '{folder / 'rewards.py'}:larger'}}]", "trainer.eval_samples=64"]
     sft = run_job("sft", folder / "sft", f"model.path={pretrained[0] / 'checkpoints' / 'final'}", *common,
                   "trainer.max_steps=150", "trainer.eval_every=150")

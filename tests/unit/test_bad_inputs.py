@@ -230,15 +230,49 @@ def test_reward_function_gets_only_the_columns_it_names(tmp_path):
 
 def test_training_rows_without_a_column_the_reward_reads(rlsys, tiny, tmp_path):
     data = write(tmp_path / "p.jsonl", '{"prompt": "What is 1 + 1?", "solution": "2"}\n')
-    assert_clear(*rlsys("grpo", f"model.path={tiny}", f"data.train={data}"), 1, "reward term 'answer_match'",
-                 "['answer']", "data.columns.answer=")
+    code, err = rlsys("grpo", f"model.path={tiny}", f"data.train={data}")
+    assert_clear(code, err, 1, "reward term 'answer_match'", "['answer']", "data.columns.answer=")
+    assert_suggested_mapping_works(err, "solution", "grpo", f"model.path={tiny}", f"data.train={data}")
+
+
+def test_a_column_mapped_for_the_reward_also_keeps_its_own_name(tiny, tmp_path):
+    data = write(tmp_path / "p.jsonl", '{"question": "What is 1 + 1?", "solution": "2"}\n')
+    reward = ("reward=[{type: function, path: '" + write(tmp_path / "r.py", "def gold(prompts, completions, solution, "
+              "gold):\n    return [1.0] * len(completions)\n") + ":gold'}]")
+    rows = checked_rows("grpo", f"model.path={tiny}", f"data.train={data}", "data.columns.prompt=question",
+                        "data.columns.gold=solution", reward)
+    assert rows[0]["question"] == rows[0]["prompt"] == "What is 1 + 1?"
+    assert rows[0]["solution"] == rows[0]["gold"] == "2"
+
+
+def checked_rows(job: str, *overrides: str) -> list[dict]:
+    """The job's training rows after the reward's column check, from its config as the command line gives it."""
+    from rlsys.config.compose import compose_job
+    from rlsys.config.validate import to_typed
+    from rlsys.data.job_data import prompt_rows
+    from rlsys.rewards import build_reward, plain_specs
+    from rlsys.trainers.held_out import check_columns
+
+    cfg = to_typed(compose_job(job, list(overrides)))
+    rows = prompt_rows(cfg, "train")
+    check_columns(build_reward(plain_specs(cfg.reward)), rows, cfg.data.train, "reward")
+    return rows
+
+
+def assert_suggested_mapping_works(err: str, column: str, job: str, *overrides: str) -> None:
+    """The message's `data.columns.NAME=YOUR_COLUMN`, typed as written with the user's column, passes the check."""
+    import re
+
+    suggestion = re.search(r"(data\.columns\.\w+=)YOUR_COLUMN", err).group(1) + column
+    rows = checked_rows(job, *overrides, suggestion)
+    assert rows and all(column in row for row in rows)
 
 
 def test_eval_rows_without_a_column_the_reward_reads(rlsys, tiny, tmp_path):
     train = write(tmp_path / "t.jsonl", '{"prompt": "Hi?", "response": "Hello."}\n' * 4)
     held_out = write(tmp_path / "e.jsonl", '{"prompt": "Bye?"}\n')
     assert_clear(*rlsys("sft", f"model.path={tiny}", f"data.train={train}", f"data.eval={held_out}",
-                        "trainer.batch_size=4"), 1, f"evaluation scores {held_out}", "set eval.reward")
+                        "trainer.batch_size=4"), 1, f"rows of {held_out}", "the eval.reward term", "set eval.reward")
 
 
 def test_eval_without_eval_rows(rlsys, tiny, tmp_path):

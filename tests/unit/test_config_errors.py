@@ -80,6 +80,13 @@ def test_help_into_a_closed_pipe_ends_quietly_and_leaves_signals_alone():
     assert signal.getsignal(signal.SIGPIPE) == before
 
 
+def test_a_new_column_mapping_is_set_as_typed():
+    """data.columns holds the user's own keys: a new one needs no Hydra `+`, and an existing one still works."""
+    shown = rlsys("sft", "data.columns.solution=gold", "data.columns.prompt=question", "--cfg", "job")
+    assert shown.returncode == 0, shown.stderr
+    assert "solution: gold" in shown.stdout and "prompt: question" in shown.stdout
+
+
 def test_unknown_job():
     result = rlsys("sfft")
     assert result.returncode == 2 and "unknown job 'sfft'" in result.stderr
