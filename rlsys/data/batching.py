@@ -4,6 +4,16 @@ from __future__ import annotations
 
 import random
 
+from rlsys.errors import DataError
+
+
+def require_batch(count: int, batch_size: int, what: str, setting: str = "trainer.batch_size") -> None:
+    """A batch holds distinct examples (repeating one inside a batch would weigh it twice), so data smaller than
+    one batch is refused before anything starts, with the two ways out."""
+    if count < batch_size:
+        raise DataError(f"{count} {what} are fewer than the {batch_size} each step draws ({setting}). Lower "
+                        f"{setting} to at most {count}, or train on more rows.")
+
 
 def batch_indices(count: int, step: int, batch_size: int, seed: int) -> list[int]:
     """The indices, among `count` examples, of step `step`'s batch (steps count from 1)."""

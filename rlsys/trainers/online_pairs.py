@@ -16,7 +16,7 @@ import numpy as np
 
 from rlsys.actors import weight_sync
 from rlsys.actors.rollout import RolloutGroup
-from rlsys.data.batching import batch_indices
+from rlsys.data.batching import batch_indices, require_batch
 from rlsys.data.job_data import encode_prompts, prompt_rows
 from rlsys.models.builders import end_of_turn_ids
 from rlsys.rewards import build_reward
@@ -45,6 +45,8 @@ class OnlinePairs:
         self.cfg, self.tokenizer, self.model_path, self.device = cfg, tokenizer, model_path, device
         self.rows = prompt_rows(cfg, "train")
         self.prompt_ids = encode_prompts(cfg, tokenizer, self.rows)
+        require_batch(len(self.rows), cfg.trainer.batch_size * cfg.algo.round_steps, "training prompts",
+                      "trainer.batch_size x algo.round_steps")
         self.specs = reward_specs(cfg)
         self.reward = build_reward(self.specs)  # checked now; rebuilt with its actors in start()
         check_columns(self.reward, self.rows, cfg.data.train or "the embedded task's prompts", "reward")

@@ -16,9 +16,8 @@ from rlsys.actors.cluster import reserve, resolve_device
 from rlsys.algorithms.ensemble import combine_heads
 from rlsys.config.jobs import uses_reference
 from rlsys.config.losses import PairwiseLoss, PreferenceLoss
-from rlsys.data.batching import batch_at
+from rlsys.data.batching import batch_at, require_batch
 from rlsys.data.job_data import feedback_rows, near_miss_pairs, preference_pairs
-from rlsys.errors import DataError
 from rlsys.loop.checkpoints import Checkpoints
 from rlsys.loop.run_folder import base_model_path, prepare_output_dir
 from rlsys.loop.steps import run_steps
@@ -63,9 +62,8 @@ class PreferenceController:
             self.examples = feedback_rows(cfg, self.tokenizer, "train")
         else:  # each pair knows its index: an ensemble's heads draw their bootstrap of the pairs from it
             self.examples = [{**p, "pair_id": i} for i, p in enumerate(preference_pairs(cfg, self.tokenizer, "train"))]
-        if not a.online and len(self.examples) < cfg.trainer.batch_size:
-            raise DataError(f"{len(self.examples)} training examples are fewer than trainer.batch_size="
-                            f"{cfg.trainer.batch_size}.")
+        if not a.online:
+            require_batch(len(self.examples), cfg.trainer.batch_size, "training examples")
         self.eval_pairs = self.held_out_pairs(cfg)
         self.near_misses = columns(near_miss_pairs(cfg, self.tokenizer)[: cfg.trainer.eval_samples]) \
             if cfg.job == "rm" else {}

@@ -32,7 +32,7 @@ from rlsys.algorithms.reward_guards import RewardGuards
 from rlsys.algorithms.shaping import overlong_penalty
 from rlsys.config.jobs import uses_environment
 from rlsys.config.losses import PolicyLoss, ValueLoss
-from rlsys.data.batching import batch_indices
+from rlsys.data.batching import batch_indices, require_batch
 from rlsys.data.collate import pad
 from rlsys.data.job_data import encode_prompts, prompt_rows
 from rlsys.errors import ConfigError
@@ -94,6 +94,7 @@ class RLController:
         self.row_prompts = ([[]] * len(self.rows) if uses_environment(cfg)
                             else encode_prompts(cfg, self.tokenizer, self.rows))
         check_columns(self.reward, self.rows, cfg.data.train or "the embedded task's prompts", "reward")
+        require_batch(len(self.rows), cfg.trainer.batch_size, "training prompts")
         self.held_out = HeldOut(cfg, self.tokenizer, self.reward if cfg.eval.reward is None else None)
         stops = end_of_turn_ids(self.tokenizer)
         self.sampling = rollout_sampling(cfg, stops)

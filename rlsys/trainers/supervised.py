@@ -11,11 +11,10 @@ from pathlib import Path
 from rlsys.actors.cluster import reserve, resolve_device
 from rlsys.config.jobs import streams, uses_environment
 from rlsys.config.losses import LanguageModelLoss
-from rlsys.data.batching import batch_at
+from rlsys.data.batching import batch_at, require_batch
 from rlsys.data.job_data import pretrain_blocks, sft_examples
 from rlsys.data.stream_plan import stream_plan
 from rlsys.envs import loading
-from rlsys.errors import DataError
 from rlsys.loop.checkpoints import Checkpoints
 from rlsys.loop.run_folder import base_model_path, prepare_output_dir
 from rlsys.loop.steps import run_steps
@@ -51,9 +50,8 @@ class SupervisedController:
         # streamed: the ranks read their data themselves, the driver holds the plan (file names, byte ranges)
         self.stream = stream_plan(cfg, self.model_path, loading.env_tools(cfg)) if streams(cfg) else None
         self.examples = None if self.stream else load_examples(cfg, self.tokenizer)
-        if self.examples is not None and len(self.examples) < cfg.trainer.batch_size:
-            raise DataError(f"{len(self.examples)} training sequences are fewer than "
-                            f"trainer.batch_size={cfg.trainer.batch_size}.")
+        if self.examples is not None:
+            require_batch(len(self.examples), cfg.trainer.batch_size, "training sequences")
         # pretraining's base model has no chat template to pose questions with
         self.held_out = HeldOut(cfg, self.tokenizer) if self.tokenizer.chat_template else None
         # tool SFT is evaluated as it will be used: in episodes against the environment

@@ -22,10 +22,13 @@ def tiny(tmp_path_factory) -> str:
 
 @pytest.fixture
 def rlsys(capsys, tmp_path):
-    """Run the CLI in this process; (exit code, stderr)."""
+    """Run the CLI in this process; (exit code, stderr). Every refusal here comes before Ray starts an actor."""
+    import ray
+
     def run(*args: str) -> tuple[int, str]:
         with pytest.raises(SystemExit) as ended:
             main([*args, f"output_dir={tmp_path / 'run'}"] if args[0] != "sfft" else list(args))
+        assert not ray.is_initialized(), "refused only after Ray had started"
         return ended.value.code, capsys.readouterr().err
     return run
 
@@ -153,6 +156,21 @@ def test_folder_mixing_formats(rlsys, tiny, tmp_path):
     write(tmp_path / "mixed" / "a.jsonl", '{"text": "a"}\n')
     write(tmp_path / "mixed" / "b.parquet", b"PAR1")
     assert_clear(*rlsys("pretrain", f"model.path={tiny}", f"data.train={tmp_path / 'mixed'}"), 1, "mixes file types")
+
+
+@pytest.mark.parametrize("job, row", [
+    ("sft", {"prompt": "Hi?", "response": "Hello."}),
+    ("grpo", {"prompt": "What is 1 + 1?", "answer": "2"}),
+    ("dpo", {"prompt": "What is 1 + 1?", "chosen": "2", "rejected": "3"}),
+    ("dpo", {"prompt": "What is 1 + 1?", "answer": "2", "online": True}),
+])
+def test_data_smaller_than_one_batch(rlsys, tiny, tmp_path, job, row):
+    online = row.pop("online", False)
+    data = write(tmp_path / "one.jsonl", json.dumps(row) + "\n")
+    code, err = rlsys(job, f"model.path={tiny}", f"data.train={data}", "trainer.batch_size=8",
+                      *(["algo.online=true"] if online else []))
+    setting = "trainer.batch_size x algo.round_steps" if online else "trainer.batch_size"
+    assert_clear(code, err, 1, "are fewer than the 8 each step draws", f"Lower {setting} to at most 1")
 
 
 def test_empty_prompt(rlsys, tiny, tmp_path):
