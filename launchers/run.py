@@ -39,10 +39,23 @@ def user_message(err: BaseException) -> str | None:
     return None
 
 
+def resume_point(output_dir: str) -> str:
+    """Where `resume=auto` would go on from, said after an interruption."""
+    from pathlib import Path
+
+    from rlsys.loop.checkpoints import Checkpoints
+
+    if not (Path(output_dir) / "checkpoints").is_dir():
+        return "no checkpoint was saved, so a rerun starts from the beginning"
+    latest = Checkpoints(output_dir, keep_last=1).latest()
+    return (f"resume=auto goes on from {latest}" if latest else
+            "no checkpoint was saved, so a rerun starts from the beginning")
+
+
 def run_job(cfg: DictConfig) -> None:
     from rlsys.config.jobs import controller
     from rlsys.config.validate import to_typed
-    from rlsys.errors import ConfigError
+    from rlsys.errors import ConfigError, Preempted
 
     job = cfg.get("job", "?")
     _output_dir_for_sweep(cfg)
@@ -53,8 +66,11 @@ def run_job(cfg: DictConfig) -> None:
         sys.exit(2)
     try:
         controller(job)(typed)
+    except Preempted as err:
+        print(f"rlsys {job}: {err}", file=sys.stderr)
+        sys.exit(143)
     except KeyboardInterrupt:
-        print(f"rlsys {job}: interrupted; the latest checkpoint in {typed.output_dir} is intact", file=sys.stderr)
+        print(f"rlsys {job}: interrupted; {resume_point(typed.output_dir)}", file=sys.stderr)
         sys.exit(130)
     except Exception as err:  # noqa: BLE001 - everything the user can fix gets one line, the rest a traceback
         message = user_message(err)

@@ -39,3 +39,7 @@ class RewardError(RlsysError, RuntimeError):
 
 class EvaluationError(RlsysError, RuntimeError):
     """Evaluation failed; what training produced is saved (the message says where)."""
+
+
+class Preempted(RlsysError):
+    """SIGTERM stopped the run after the step in flight, which was saved (the message says where)."""

@@ -11,7 +11,7 @@ import time
 from typing import Any, Callable
 
 import ray
-from ray.exceptions import GetTimeoutError
+from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError
 
 from rlsys.errors import RlsysError
 
@@ -22,6 +22,10 @@ _limits: dict[str, float] = dict(DEFAULTS)
 
 class Stalled(RlsysError, TimeoutError):
     """A call that did not return within its deadline."""
+
+
+ACTOR_FAILURES = (RayActorError, ActorDiedError, ActorUnavailableError)
+RESTARTABLE = (*ACTOR_FAILURES, Stalled)  # what starting the actors again from the latest checkpoint can cure
 
 
 def configure(watchdog) -> None:

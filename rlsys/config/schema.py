@@ -113,6 +113,7 @@ class TrainerConfig:
     grad_clip: float = 1.0
     save_every: int = 0  # 0: only the final checkpoint
     keep_last: int = 2
+    preempt_grace_s: float = 25.0  # SIGTERM: finish and save the step in flight within this, then stop
     eval_every: int = 0  # 0: evaluate only at the end
     eval_samples: int = 200
     log_every: int = 1

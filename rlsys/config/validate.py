@@ -166,9 +166,12 @@ def check_values(cfg: DictConfig) -> None:
     t = cfg.trainer
     for key in ("max_steps", "batch_size", "max_tokens_per_micro_batch"):
         _require(t[key] > 0, f"trainer.{key} must be positive, got {t[key]}.")
-    for key in ("save_every", "eval_every", "eval_samples", "warmup_steps", "keep_last"):
+    for key in ("save_every", "eval_every", "eval_samples", "warmup_steps", "preempt_grace_s"):
         _require(t[key] >= 0, f"trainer.{key} must be zero or positive, got {t[key]}.")
-    _require(t.lr > 0, f"trainer.lr must be positive, got {t.lr}.")
+    _require(t.keep_last >= 1, f"trainer.keep_last must be at least 1 (the checkpoint to resume from), got "
+                               f"{t.keep_last}.")
+    for key, lr in (("trainer.lr", t.lr), ("algo.critic_lr", cfg.algo.critic_lr)):
+        _require(lr > 0, f"{key} must be positive, got {lr}.")
     _require(len(t.adam_betas) == 2 and all(0 <= b < 1 for b in t.adam_betas) and t.adam_eps > 0,
              f"trainer.adam_betas must be two numbers in [0, 1) and adam_eps positive, got "
              f"{list(t.adam_betas)} and {t.adam_eps}; e.g. trainer.adam_betas=[0.9,0.999].")

@@ -3,7 +3,7 @@
     class MyEnv(Environment):
         tools = [...]                       # JSON schemas, the form chat templates take with tools=
         def reset(self, row) -> messages    # the episode's first messages, from a dataset row
-        def step(self, message) -> (observation messages, reward, done, info)
+        def step(self, message) -> (observation messages, reward, done, info)   # or a string observation
 
 Both methods may be `async def`. One instance plays one episode, so an environment may keep its state on
 `self`. `message` is the assistant's turn as a chat message: {"role": "assistant", "content": str,
@@ -48,13 +48,15 @@ class MalformedOutput(ValueError):
     """What an environment returned is not what the protocol says."""
 
 
-def check_messages(value: Any, what: str) -> list[dict]:
-    """A list of chat messages (a bare string is one user message)."""
-    if isinstance(value, str):
+def check_messages(value: Any, what: str, text_is_a_message: bool = False) -> list[dict]:
+    """A list of chat messages. An observation may be a bare string (one user message, as text environments
+    answer); reset() may not: the episode's start is a conversation, and a string there is usually a row's
+    field returned by mistake."""
+    if isinstance(value, str) and text_is_a_message:
         return [{"role": "user", "content": value}]
     if not isinstance(value, (list, tuple)) or not all(isinstance(m, dict) for m in value):
-        raise MalformedOutput(f"{what} must be a list of messages ({{'role': ..., 'content': ...}}), "
-                              f"got {type(value).__name__}: {str(value)[:80]}")
+        raise MalformedOutput(f"{what} returned {type(value).__name__} {str(value)[:80]!r}; expected a list of "
+                              f"messages, e.g. [{{'role': 'user', 'content': ...}}]")
     for message in value:
         if message.get("role") not in ROLES or not isinstance(message.get("content", ""), str):
             raise MalformedOutput(f"{what} holds {str(message)[:80]}; each message needs a role in {ROLES} and "
@@ -76,4 +78,5 @@ def check_step(value: Any) -> StepResult:
         raise MalformedOutput(f"step() returned the reward {reward!r}; it must be a finite number")
     if not isinstance(info, dict):
         raise MalformedOutput(f"step() returned info of type {type(info).__name__}; it must be a dict")
-    return StepResult(check_messages(observations or [], "step()'s observations"), float(reward), bool(done), info)
+    return StepResult(check_messages(observations or [], "step()'s observations", text_is_a_message=True),
+                      float(reward), bool(done), info)

@@ -1,4 +1,9 @@
-"""Checkpoints of a run: checkpoints/step_N/ written atomically, `latest` pointing at the newest, named slots."""
+"""Checkpoints of a run: checkpoints/step_N/ written atomically, `latest` pointing at the newest, named slots.
+
+Each checkpoint lists the size of every file it holds (manifest.json, written at save). A checkpoint whose files
+are missing or of another size (a bad copy, a disk that filled up under a copy) is damaged: `resume=auto`
+passes over it to the newest intact one and says so; a damaged checkpoint named with `resume=PATH` is refused.
+"""
 from __future__ import annotations
 
 import json
@@ -8,6 +13,35 @@ from pathlib import Path
 
 from rlsys.actors.group import ActorGroup
 from rlsys.errors import RlsysError
+from rlsys.watchdog import RESTARTABLE
+
+
+MANIFEST = "manifest.json"
+STATE = "trainer_state.json"
+
+
+def damage(folder: Path) -> str | None:
+    """What is wrong with a checkpoint folder, or None when every file it saved is there at its saved size."""
+    if not (folder / STATE).exists():
+        return f"it has no {STATE}"
+    if not (folder / MANIFEST).exists():
+        return None  # written before manifests: complete as far as can be told
+    try:
+        sizes = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError) as err:
+        return f"its {MANIFEST} cannot be read ({err})"
+    for name, size in sizes.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size} bytes where {size} were saved"
+    return None
+
+
+def write_manifest(folder: Path) -> None:
+    sizes = {p.relative_to(folder).as_posix(): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file()}
+    (folder / MANIFEST).write_text(json.dumps(sizes, indent=0))
 
 
 class Checkpoints:
@@ -19,11 +53,18 @@ class Checkpoints:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def latest(self) -> Path | None:
+        """The newest intact checkpoint (`latest` first, then step_N from the highest N); damaged ones passed
+        over are named on the console."""
         pointer = self.root / "latest"
-        if not pointer.exists():
-            return None
-        folder = self.root / pointer.read_text().strip()
-        return folder if (folder / "trainer_state.json").exists() else None
+        named = [self.root / pointer.read_text().strip()] if pointer.exists() else []
+        steps = sorted((p for p in self.root.glob("step_*") if p.is_dir()), reverse=True)
+        for folder in dict.fromkeys(named + steps):
+            problem = damage(folder) if folder.is_dir() else "it is gone"
+            if problem is None:
+                return folder
+            if folder.is_dir():
+                print(f"checkpoint {folder} is damaged ({problem}); passing over it to an older one", flush=True)
+        return None
 
     def resolve(self, resume) -> Path | None:
         if resume in (False, None, "false"):
@@ -31,9 +72,13 @@ class Checkpoints:
         if resume == "auto":
             return self.latest()
         folder = Path(resume)
-        if not (folder / "trainer_state.json").exists():
-            raise RlsysError(f"resume={resume} is not an rlsys checkpoint (no trainer_state.json). Use resume=auto "
+        if not (folder / STATE).exists():
+            raise RlsysError(f"resume={resume} is not an rlsys checkpoint (no {STATE}). Use resume=auto "
                              "or a checkpoints/step_N folder.")
+        problem = damage(folder)
+        if problem:
+            raise RlsysError(f"checkpoint {folder} is damaged: {problem}. Resume from another one (resume=auto "
+                             "takes the newest intact checkpoint).")
         return folder
 
     def save(self, step: int, groups: dict[str, ActorGroup], state: dict, name: str | None = None) -> Path:
@@ -45,7 +90,8 @@ class Checkpoints:
             tmp.mkdir(parents=True)
             for role, group in groups.items():
                 group.save_checkpoint(str(tmp / role))
-            with open(tmp / "trainer_state.json", "w") as handle:
+            write_manifest(tmp)
+            with open(tmp / STATE, "w") as handle:
                 json.dump({"step": step, **state}, handle)
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -76,8 +122,15 @@ class Checkpoints:
     @staticmethod
     def load(folder: Path, groups: dict[str, ActorGroup]) -> dict:
         for name, group in groups.items():
-            group.load_checkpoint(str(folder / name))
-        return json.loads((folder / "trainer_state.json").read_text())
+            try:
+                group.load_checkpoint(str(folder / name))
+            except RESTARTABLE:  # a dead actor or a stalled call, not a damaged file
+                raise
+            except Exception as err:  # noqa: BLE001 - torch and DeepSpeed raise many kinds for a damaged file
+                cause = str(err).strip().splitlines()[-1][:200]
+                raise RlsysError(f"checkpoint {folder} could not be loaded into the {name} ({cause}). Resume from "
+                                 f"an older one: resume={folder.parent}/step_N.") from None
+        return json.loads((folder / STATE).read_text())
 
 
 class NamedSlot:
@@ -91,4 +144,4 @@ class NamedSlot:
         return self.checkpoints.save(step, groups, state, name=self.name)
 
     def exists(self) -> bool:
-        return (self.folder / "trainer_state.json").exists()
+        return (self.folder / STATE).exists()

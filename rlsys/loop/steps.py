@@ -15,17 +15,13 @@ import json
 from pathlib import Path
 from typing import Protocol
 
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
-
 from rlsys import watchdog
-from rlsys.errors import DataExhausted, EvaluationError
+from rlsys.errors import DataExhausted, EvaluationError, Preempted
 from rlsys.logging import MetricsLogger
 from rlsys.loop.checkpoints import Checkpoints
 from rlsys.loop.gold_watch import BEST, STOP, GoldWatch
-from rlsys.watchdog import Stalled
-
-ACTOR_FAILURES = (RayActorError, ActorDiedError, ActorUnavailableError)
-RESTARTABLE = (*ACTOR_FAILURES, Stalled)
+from rlsys.loop.preemption import Preemption
+from rlsys.watchdog import RESTARTABLE, Stalled
 GOLD_STATE = "gold_watch.json"
 
 
@@ -53,23 +49,28 @@ class StepLoop:
         self.logger: MetricsLogger | None = None
         self.watch: GoldWatch | None = None
         self.restarts = 0
+        self.preemption = Preemption(cfg.trainer.preempt_grace_s)
 
     def run(self) -> dict[str, float]:
         """The metrics of the last step (with the final evaluation's)."""
         watchdog.configure(self.cfg.watchdog)
         try:
-            while True:
-                try:
-                    return self.attempt()
-                except RESTARTABLE as err:
-                    if self.restarts >= self.cfg.fault_tolerance.max_restarts:
-                        raise
-                    self.restart_from_latest(err)
-                finally:
-                    self.controller.stop()
+            with self.preemption:
+                return self.run_with_restarts()
         finally:
             if self.logger is not None:
                 self.logger.close()
+
+    def run_with_restarts(self) -> dict[str, float]:
+        while True:
+            try:
+                return self.attempt()
+            except RESTARTABLE as err:
+                if self.restarts >= self.cfg.fault_tolerance.max_restarts:
+                    raise
+                self.restart_from_latest(err)
+            finally:
+                self.controller.stop()
 
     def attempt(self) -> dict[str, float]:
         start = self.resume()
@@ -84,6 +85,8 @@ class StepLoop:
             if self.gold_says_stop(step, metrics):
                 return self.end_with_best(step, metrics)
             self.after_step(step, metrics)
+            if self.preemption.requested and step < self.trainer.max_steps:
+                self.end_preempted(step)
         if start >= self.trainer.max_steps:  # resumed from the last step's checkpoint
             self.controller.finish()
         return metrics
@@ -92,6 +95,7 @@ class StepLoop:
         """The actors started and restored from the checkpoint resumed from (none: step 0), the log opened (after
         a restart: rewound to that step), the gold watch as the checkpoint left it; the step to go on after."""
         self.controller.start()
+        self.preemption.arm()
         start = self.controller.restore(self.resume_from) if self.resume_from else 0
         if self.logger is None:
             self.logger = MetricsLogger(self.cfg, self.title, self.trainer.max_steps, start,
@@ -125,9 +129,21 @@ class StepLoop:
             metrics.update(self.evaluate(step))
         self.logger.log(step, metrics)
         if t.save_every and step % t.save_every == 0:
-            self.controller.save(self.checkpoints, step)
-            if self.watch is not None:  # the watch resumes where it was
-                (self.checkpoints.latest() / GOLD_STATE).write_text(json.dumps(self.watch.state_dict()))
+            self.save(step)
+
+    def save(self, step: int) -> Path:
+        self.controller.save(self.checkpoints, step)
+        saved = self.checkpoints.latest()
+        if self.watch is not None:  # the watch resumes where it was
+            (saved / GOLD_STATE).write_text(json.dumps(self.watch.state_dict()))
+        return saved
+
+    def end_preempted(self, step: int) -> None:
+        """SIGTERM: the step just done is saved (unless it just was), and the run stops."""
+        t = self.trainer
+        saved = self.checkpoints.latest() if t.save_every and step % t.save_every == 0 else self.save(step)
+        raise Preempted(f"stopped by SIGTERM after step {step}, saved in {saved}; rerun with resume=auto to go on "
+                        f"from there")
 
     def end_exhausted(self, step: int, err: DataExhausted, metrics: dict[str, float]) -> dict[str, float]:
         """Every source read as many epochs as it allows: the model as it is after step - 1 is the final one."""

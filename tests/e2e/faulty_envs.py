@@ -49,6 +49,13 @@ class Malformed(AskTwice):
         return "not a step result"
 
 
+class ResetsToText(AskTwice):
+    """Returns the row's question as a string, not a conversation."""
+
+    def reset(self, row):
+        return row["messages"][-1]["content"]
+
+
 class KillsItsProcess(AskTwice):
     def step(self, message):
         os._exit(3)

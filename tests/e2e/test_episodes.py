@@ -123,6 +123,7 @@ def test_user_environment_plays_episodes(ray_cluster, tokenizer, env):
 @pytest.mark.parametrize("env, error", [("RaisesOnSeven", "ValueError: the tool backend is down"),
                                         ("Hangs", "did not return within env.timeout_s=2s"),
                                         ("Malformed", "step() returned str"),
+                                        ("ResetsToText", "reset() returned str 'What is"),
                                         ("KillsItsProcess", "the environment worker died")])
 def test_failing_environment_costs_its_episodes(ray_cluster, tokenizer, env, error, capsys):
     runner = runner_for(tokenizer, spec(env, timeout_s=2.0))

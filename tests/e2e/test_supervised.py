@@ -1,4 +1,10 @@
 """Pretraining and SFT on the real stack: 2 DeepSpeed ranks over gloo in Ray actors, transformers, vLLM."""
+import re
+import signal
+import subprocess
+import sys
+import time
+
 import pytest
 import torch
 
@@ -75,16 +81,28 @@ def test_lora_sft_saves_a_merged_checkpoint(pretrained, tmp_path):
     assert changed, "LoRA deltas were merged into the attention projections"
 
 
-def test_resume_auto_is_exact(pretrained, tmp_path):
-    """Stop after a checkpoint, rerun with resume=auto: the steps after it equal an uninterrupted run's."""
-    common = [f"model.path={pretrained[0] / 'checkpoints' / 'final'}", "trainer.save_every=4", "trainer.eval_samples=8",
-              "trainer.lr_schedule=constant", "trainer.warmup_steps=0"]  # the schedule must not depend on max_steps
-    straight = run_job("sft", tmp_path / "straight", *common, "trainer.max_steps=8")
-    run_job("sft", tmp_path / "resumed", *common, "trainer.max_steps=4")
-    assert (tmp_path / "resumed" / "checkpoints" / "latest").read_text() == "step_000004"
-    resumed = run_job("sft", tmp_path / "resumed", *common, "trainer.max_steps=8", "resume=auto")
-    assert [m["step"] for m in resumed] == list(range(1, 9)), "no step lost or repeated"
-    for a, b in zip(straight[4:], resumed[4:]):
+def test_sigterm_saves_the_step_in_flight_and_resume_auto_is_exact(pretrained, tmp_path):
+    """SIGTERM mid-run, as Kubernetes or `ray job stop` sends it: the job saves the step in flight, says where and
+    exits 143; resume=auto goes on from it, and the steps after it equal an uninterrupted run's."""
+    common = [f"model.path={pretrained[0] / 'checkpoints' / 'final'}", "trainer.eval_samples=8", "trainer.max_steps=24",
+              "trainer.lr_schedule=constant", "trainer.warmup_steps=0", "logger=[jsonl]"]
+    straight = run_job("sft", tmp_path / "straight", *common)
+    out = tmp_path / "preempted"
+    with open(tmp_path / "stderr.txt", "w") as stderr:  # a file: a pipe nobody reads could fill and block the job
+        job = subprocess.Popen([sys.executable, "-m", "rlsys", "sft", f"output_dir={out}", *common],
+                               stdout=subprocess.DEVNULL, stderr=stderr)
+        log = out / "metrics.jsonl"
+        while job.poll() is None and not (log.exists() and len(log.read_text().splitlines()) >= 2):
+            time.sleep(0.05)
+        job.send_signal(signal.SIGTERM)
+        job.wait(timeout=300)
+    err = (tmp_path / "stderr.txt").read_text()
+    assert job.returncode == 143, err[-3000:]
+    stopped = int(re.search(r"stopped by SIGTERM after step (\d+), saved in \S+step_0000(\d\d)", err).group(1))
+    assert 2 <= stopped < 24 and (out / "checkpoints" / "latest").read_text() == f"step_{stopped:06d}"
+    resumed = run_job("sft", out, *common, "resume=auto")
+    assert [m["step"] for m in resumed] == list(range(1, 25)), "no step lost or repeated"
+    for a, b in zip(straight[stopped:], resumed[stopped:]):
         assert a["train/loss"] == pytest.approx(b["train/loss"], abs=1e-6)
         assert a["train/grad_norm"] == pytest.approx(b["train/grad_norm"], rel=1e-5)
 

@@ -59,6 +59,9 @@ def assert_clear(code: int, err: str, expected_code: int, *phrases: str) -> None
     (["grpo", "rollout.max_new_tokens=0"], ["rollout.max_new_tokens is the answer's length limit"]),
     (["grpo", "rollout.temperature=-0.5"], ["rollout.temperature must be 0 (greedy) or more"]),
     (["serve-reward", "serve.port=99999"], ["serve.port must be a TCP port, 1-65535, got 99999"]),
+    (["ppo", "algo.critic_lr=0"], ["algo.critic_lr must be positive, got 0"]),  # as trainer.lr
+    (["sft", "trainer.keep_last=0"], ["trainer.keep_last must be at least 1"]),  # it pruned the one just saved
+    (["sft", "trainer.preempt_grace_s=-1"], ["trainer.preempt_grace_s must be zero or positive"]),
 ])
 def test_config_errors(rlsys, args, phrases):
     assert_clear(*rlsys(*args), 2, *phrases)

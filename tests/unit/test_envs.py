@@ -78,8 +78,9 @@ def test_step_results_are_checked():
                      (([{"role": "robot", "content": "x"}], 1.0, False), "role")]:
         with pytest.raises(MalformedOutput, match=why):
             check_step(bad)
-    with pytest.raises(MalformedOutput, match="reset"):
-        check_messages(42, "reset()")
+    for bad in (42, "What is 2 + 2?", [["user", "hi"]]):  # a reset() must return a conversation
+        with pytest.raises(MalformedOutput, match=r"reset\(\) returned .*expected a list of messages"):
+            check_messages(bad, "reset()")
 
 
 def test_new_turns_render_token_exactly(tokenizer):

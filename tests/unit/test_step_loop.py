@@ -1,5 +1,8 @@
 """The step loop in its parts, against a controller that only records what it is asked: resume, restarts after a
 failure, the gold stop, data running out, the final checkpoint and evaluation. Real checkpoints and metrics.jsonl."""
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -7,7 +10,7 @@ from ray.exceptions import ActorDiedError
 
 from rlsys.config.compose import compose_job
 from rlsys.config.validate import to_typed
-from rlsys.errors import DataExhausted, EvaluationError
+from rlsys.errors import DataExhausted, EvaluationError, Preempted
 from rlsys.logging import read_metrics
 from rlsys.loop.checkpoints import Checkpoints
 from rlsys.loop.steps import run_steps
@@ -148,3 +151,38 @@ def test_a_failed_final_evaluation_keeps_the_model_and_the_steps_metrics(tmp_pat
         run_steps(fake, config(tmp_path, "trainer.eval_every=0"), "t")
     assert ("finish", 6) in fake.calls
     assert logged_steps(tmp_path) == [1, 2, 3, 4, 5, 6] and "eval/accuracy" not in read_metrics(str(tmp_path))[-1]
+
+
+class PreemptedAt(FakeController):
+    """SIGTERM arrives while step `at` runs (as Kubernetes sends it to a pod it will kill)."""
+
+    def __init__(self, at: int, step_s: float = 0.0):
+        super().__init__()
+        self.at, self.step_s = at, step_s
+
+    def step(self, step: int) -> dict[str, float]:
+        if step == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(self.step_s)
+        return super().step(step)
+
+
+@pytest.mark.parametrize("at", [3, 4])  # between checkpoints, and on a checkpoint step (saved once)
+def test_sigterm_saves_the_step_in_flight_and_resume_goes_on_exactly(tmp_path, at):
+    before = signal.getsignal(signal.SIGTERM)
+    fake = PreemptedAt(at)
+    with pytest.raises(Preempted, match=f"after step {at}, saved in .*step_00000{at}; rerun with resume=auto"):
+        run_steps(fake, config(tmp_path), "t")
+    assert signal.getsignal(signal.SIGTERM) == before, "the loop's handler is gone with the loop"
+    assert [c for c in fake.calls if c[0] == "save"] == [("save", 2, "step"), ("save", at, "step")]
+    assert logged_steps(tmp_path) == list(range(at + 1))
+    resumed = FakeController()
+    run_steps(resumed, config(tmp_path, "resume=auto"), "t")
+    assert ("restore", f"step_00000{at}") in resumed.calls
+    assert logged_steps(tmp_path) == [0, 1, 2, 3, 4, 5, 6], "no step missing or twice"
+
+
+def test_a_step_that_outlasts_the_grace_period_is_interrupted(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        run_steps(PreemptedAt(3, step_s=30), config(tmp_path, "trainer.preempt_grace_s=0.2"), "t")
+    assert Checkpoints(str(tmp_path), 2).latest().name == "step_000002", "the latest checkpoint stays"
