@@ -1,5 +1,6 @@
 """Never lose a step in GRPO: SIGKILL a policy rank, the rollout engine and the reference actor during a real run
-(the job restarts the actors from the latest checkpoint), or stop a run and rerun it with resume=auto; either way
+(the job restarts the actors from the latest checkpoint), or stop a run, damage its newest checkpoint and rerun it
+with resume=auto; either way
 every planned step is logged exactly once and the metrics equal those of an uninterrupted run."""
 import json
 import os
@@ -42,16 +43,19 @@ def assert_same_steps(expected: list[dict], actual: list[dict], first_step: int)
             assert b[key] == pytest.approx(a[key], abs=1e-6), f"step {a['step']}: {key} {a[key]} != {b[key]}"
 
 
-def as_crashed_after_step_5(finished, crashed) -> None:
-    """A copy of a finished 8-step run (checkpoints every 2 steps) as a crash after step 5 would have left it:
-    checkpoints up to step 4, metrics up to step 5."""
+def as_crashed_after_step_6(finished, crashed) -> None:
+    """A copy of a finished 8-step run (checkpoints every 2 steps) as a crash after step 6 would have left it, had
+    the step 6 checkpoint been damaged (its largest file cut short, as by a full disk or a bad copy): checkpoints
+    up to step 6, metrics up to step 6."""
     shutil.copytree(finished, crashed)
     checkpoints = crashed / "checkpoints"
-    for folder in ("step_000006", "step_000008", "final"):
+    for folder in ("step_000008", "final"):
         shutil.rmtree(checkpoints / folder)
-    (checkpoints / "latest").write_text("step_000004")
+    (checkpoints / "latest").write_text("step_000006")
+    largest = max((p for p in (checkpoints / "step_000006").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    largest.write_bytes(largest.read_bytes()[: largest.stat().st_size // 2])
     lines = (crashed / "metrics.jsonl").read_text().splitlines()
-    (crashed / "metrics.jsonl").write_text("\n".join(lines[:5]) + "\n")
+    (crashed / "metrics.jsonl").write_text("\n".join(lines[:6]) + "\n")
 
 
 @pytest.fixture(scope="module")
@@ -60,12 +64,14 @@ def uninterrupted(pretrained, tmp_path_factory):
     return out, grpo(pretrained, out, "trainer.max_steps=8", "trainer.keep_last=4")
 
 
-def test_grpo_resume_auto_is_exact(pretrained, uninterrupted, tmp_path):
-    """The uninterrupted run's folder as a crash after step 5 would have left it: checkpoints up to step 4,
-    metrics up to step 5. Rerunning with resume=auto must log steps 5-8 once, equal to the uninterrupted run's."""
+def test_grpo_resume_auto_is_exact_and_passes_over_a_damaged_checkpoint(pretrained, uninterrupted, tmp_path, capsys):
+    """The uninterrupted run's folder as a crash after step 6 would have left it, with the step 6 checkpoint
+    damaged. Rerunning with resume=auto must go on from step 4, saying why, and log steps 5-8 once, equal to the
+    uninterrupted run's."""
     crashed = tmp_path / "grpo"
-    as_crashed_after_step_5(uninterrupted[0], crashed)
+    as_crashed_after_step_6(uninterrupted[0], crashed)
     resumed = grpo(pretrained, crashed, "trainer.max_steps=8", "resume=auto")
+    assert "step_000006 is damaged" in capsys.readouterr().out
     assert [m["step"] for m in resumed] == list(range(1, 9)), "no step lost or repeated"
     assert_same_steps(uninterrupted[1], resumed, first_step=5)
 
