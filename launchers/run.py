@@ -5,6 +5,8 @@ import sys
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from rlsys import watchdog
+
 
 def _output_dir_for_sweep(cfg: DictConfig) -> None:
     """In a multirun every run gets its own subfolder, named after its overrides (e.g. seed=1)."""
@@ -64,6 +66,7 @@ def run_job(cfg: DictConfig) -> None:
     except ConfigError as err:
         print(f"rlsys {job}: error: {err}", file=sys.stderr)
         sys.exit(2)
+    watchdog.configure(typed.watchdog)  # user code loads under its deadline before the step loop starts
     try:
         controller(job)(typed)
     except Preempted as err:
@@ -86,4 +89,5 @@ def run_config(cfg: DictConfig | dict) -> None:
     from rlsys.config.validate import to_typed
 
     typed = to_typed(OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg)
+    watchdog.configure(typed.watchdog)
     controller(typed.job)(typed)

@@ -1,6 +1,7 @@
 """User code the config names (`path/file.py` or `package.module`): reward functions, environments.
 
-Loaded on the driver before any actor starts, so that a missing file or an import error is one message.
+Loaded on the driver before any actor starts, so that a missing file, an import error or an import that never
+returns (past `watchdog.load_s`) is one message.
 """
 from __future__ import annotations
 
@@ -12,11 +13,17 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from rlsys import watchdog
 from rlsys.errors import UserCodeError
 
 
 def _looks_like_file(target: str) -> bool:
     return target.endswith(".py") or "/" in target or os.sep in target
+
+
+def never_loaded(kind: str, what: str, late: watchdog.Stalled) -> UserCodeError:
+    return UserCodeError(f"importing {kind} {what} did not finish within {watchdog.limit('load_s'):g}s; it was at "
+                         f"{late.where}. Fix what it waits for, or raise watchdog.load_s")
 
 
 def import_file(target: str, kind: str) -> ModuleType:
@@ -37,8 +44,11 @@ def import_file(target: str, kind: str) -> ModuleType:
     # afterwards so cloudpickle ships the function by value to Ray workers that lack the file.
     sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
+        watchdog.call(spec.loader.exec_module, module, role=f"{kind} file '{target}'", call="its import",
+                      kind="load_s")
+    except watchdog.Stalled as late:
+        raise never_loaded(kind, f"file '{target}'", late) from None
+    except (Exception, SystemExit) as exc:  # SystemExit: a script's sys.exit() at import
         raise UserCodeError(
             f"importing {kind} file '{target}' failed with {type(exc).__name__}: {exc}; fix the error in that file"
         ) from exc
@@ -49,8 +59,11 @@ def import_file(target: str, kind: str) -> ModuleType:
 
 def import_module(target: str, kind: str) -> ModuleType:
     try:
-        return importlib.import_module(target)
-    except Exception as exc:
+        return watchdog.call(importlib.import_module, target, role=f"{kind} module '{target}'", call="its import",
+                             kind="load_s")
+    except watchdog.Stalled as late:
+        raise never_loaded(kind, f"module '{target}'", late) from None
+    except (Exception, SystemExit) as exc:
         raise UserCodeError(
             f"importing {kind} module '{target}' failed with {type(exc).__name__}: {exc}; "
             "check the module is installed/on PYTHONPATH, or give a file path ending in .py"

@@ -6,8 +6,11 @@ checkpoint while `fault_tolerance.max_restarts` allows, and otherwise stops the 
 """
 from __future__ import annotations
 
+import sys
 import threading
 import time
+import traceback
+from pathlib import Path
 from typing import Any, Callable
 
 import ray
@@ -15,13 +18,15 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutErro
 
 from rlsys.errors import RlsysError
 
-KINDS = ("generate_s", "reward_s", "forward_s", "train_s", "sync_s")
+KINDS = ("generate_s", "reward_s", "forward_s", "train_s", "sync_s", "load_s")
 DEFAULTS = {kind: 1800.0 for kind in KINDS}
 _limits: dict[str, float] = dict(DEFAULTS)
 
 
 class Stalled(RlsysError, TimeoutError):
-    """A call that did not return within its deadline."""
+    """A call that did not return within its deadline; `where`: the line it was running, when known."""
+
+    where = ""
 
 
 ACTOR_FAILURES = (RayActorError, ActorDiedError, ActorUnavailableError)
@@ -41,6 +46,20 @@ def limit(kind: str) -> float | None:
 def stalled(role: str, call: str, kind: str, waited: float) -> Stalled:
     return Stalled(f"watchdog: {role} did not finish {call} within {waited:.0f}s (watchdog.{kind}); the {role} "
                    f"may hang or be far slower than expected: fix it, or raise watchdog.{kind}")
+
+
+LIBRARIES = (str(Path(threading.__file__).parent), str(Path(__file__).parent))  # the standard library, rlsys
+
+
+def where(thread: threading.Thread) -> str:
+    """The line a thread is running: the innermost one of the user's code (not a library's), else the innermost."""
+    frame = sys._current_frames().get(thread.ident)
+    stack = traceback.extract_stack(frame) if frame is not None else []
+    if not stack:
+        return "an unknown line"
+    mine = [f for f in stack if not f.filename.startswith(LIBRARIES) and "site-packages" not in f.filename]
+    line = (mine or stack)[-1]
+    return f"{line.filename}:{line.lineno} ({(line.line or '').strip()})"
 
 
 def get(refs: Any, *, role: str, call: str, kind: str) -> Any:
@@ -82,7 +101,10 @@ def call(function: Callable[..., Any], *args: Any, role: str, call: str, kind: s
     worker.start()
     worker.join(seconds)
     if worker.is_alive():
-        raise stalled(role, call, kind, time.monotonic() - began)
+        late = stalled(role, call, kind, time.monotonic() - began)
+        late.where = where(worker)
+        late.args = (f"{late}; it was at {late.where}",)
+        raise late
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]

@@ -321,6 +321,7 @@ class WatchdogConfig:
     forward_s: float = 900.0  # logprobs / values / scores of one batch on a group
     train_s: float = 1800.0  # one optimizer step (and checkpoint save/load)
     sync_s: float = 600.0  # sending the policy's weights to the rollout engines
+    load_s: float = 120.0  # importing user code the config names (reward functions, environments)
 
 
 @dataclass

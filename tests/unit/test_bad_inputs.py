@@ -221,6 +221,20 @@ def test_reward_function_file_missing(rlsys, tiny):
                  "nowhere.py")
 
 
+@pytest.mark.parametrize("setting, body, phrases", [
+    ("reward", "import time\ntime.sleep(3600)\n", ["importing reward file", "did not finish within 1s",
+                                                     "stuck.py:2 (time.sleep(3600))", "raise watchdog.load_s"]),
+    ("env", "import time\ntime.sleep(3600)\n", ["environment file", "watchdog.load_s", "stuck.py:2"]),
+    ("reward", "import sys\nsys.exit('no GPU here')\n", ["failed with SystemExit: no GPU here"]),
+])
+def test_user_code_that_hangs_or_exits_while_it_loads(rlsys, tiny, tmp_path, setting, body, phrases):
+    path = write(tmp_path / "stuck.py", body)
+    where = (f"reward=[{{type: function, path: '{path}:score'}}]" if setting == "reward" else
+             f"env.path={path}:Env")
+    code, err = rlsys("grpo", f"model.path={tiny}", where, "watchdog.load_s=1")
+    assert_clear(code, err, 1, *phrases)
+
+
 @pytest.mark.parametrize("body, phrase", [
     ("raise ValueError('judge offline')", "raised ValueError: judge offline"),
     ("return [float('nan')] * len(completions)", "NaN"),

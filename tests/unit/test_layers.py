@@ -11,7 +11,8 @@ SOURCES = {"rlsys": ROOT / "rlsys", "rlsys.actors": ROOT / "actors", "rlsys.laun
 # bottom to top; a module may import its own part and the parts of lower layers (README, "Architecture")
 LAYERS = [
     {"errors"},
-    {"config", "configs", "user_code", "logging", "watchdog"},
+    {"watchdog"},
+    {"config", "configs", "user_code", "logging"},
     {"algorithms", "models"},
     {"data", "rewards"},
     {"envs"},
