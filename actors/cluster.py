@@ -5,6 +5,7 @@ import os
 
 import ray
 
+from rlsys.actors import capacity
 from rlsys.actors.group import Placement, create_placement
 from rlsys.config.jobs import demand
 from rlsys.errors import ClusterError
@@ -24,9 +25,21 @@ def resolve_device(cluster) -> str:
 
 def reserve(cfg, device: str) -> None:
     """Join `cluster.address`, or start a local Ray sized for the job's roles (rlsys/config/jobs.py), and check
-    that the cluster has the GPUs they ask for, before any actor starts."""
+    that the cluster has the CPUs, GPUs and memory they ask for, before any actor starts."""
     need = demand(cfg, device)
+    if not ray.is_initialized() and not cfg.cluster.address:  # checked before this machine starts anything
+        import psutil
+
+        capacity.check_memory(cfg, device, psutil.virtual_memory().available / capacity.GB, "this machine")
+        note = capacity.check_cpus(need.cpus, cfg.cluster.num_cpus or os.cpu_count() or 1, "this machine",
+                                   exact=bool(cfg.cluster.num_cpus))
+        if note:
+            print(note, flush=True)
     connect(cfg.cluster, need.cpus)
+    if cfg.cluster.address:
+        resources = ray.cluster_resources()
+        capacity.check_cpus(need.cpus, resources.get("CPU", 0), "the cluster", exact=True)
+        capacity.check_memory(cfg, device, resources.get("memory", 0) / capacity.GB, "the cluster")
     if need.gpus > (available := ray.cluster_resources().get("GPU", 0)):
         raise ClusterError(f"the roles ask for {need.gpus:g} GPUs but the cluster has {available:g}. Lower "
                            "cluster.<role>.num_ranks / gpus_per_rank or rollout.num_engines, set "

@@ -19,11 +19,16 @@ AUTO_STREAM_BYTES = 256 * 2**20  # data.streaming=auto streams data.train above 
 
 @dataclass(frozen=True)
 class Role:
-    """`actors` Ray actors (or tasks) of one kind, each reserving `cpus` logical CPUs and `gpus` GPUs."""
+    """`actors` Ray actors (or tasks) of one kind, each reserving `cpus` logical CPUs and `gpus` GPUs. `kind` says
+    what each holds in memory: a model it trains (`trainer`), one it only runs (`frozen`), a vLLM `engine`, or no
+    model (`light`: data tasks, environments); `setting` is the config key that sizes it."""
     name: str
     actors: int
     cpus: float
     gpus: float = 0.0
+    kind: str = "light"
+    setting: str = ""
+    processes: int = 1  # processes each actor's slot runs (colocation: one per role sharing the device)
 
 
 @dataclass(frozen=True)
@@ -85,30 +90,34 @@ def _size(spec: str) -> int:
 
 
 # ---- the roles ------------------------------------------------------------------------------------------
-def group(name: str, resources) -> Role:
+def group(name: str, resources, kind: str = "trainer", section: str | None = None) -> Role:
     """A trainer-side group sized by a `cluster.<role>` section."""
-    return Role(name, resources.num_ranks, resources.cpus_per_rank, resources.gpus_per_rank)
+    return Role(name, resources.num_ranks, resources.cpus_per_rank, resources.gpus_per_rank, kind,
+                f"cluster.{section or name}.num_ranks")
 
 
-def engines(name: str, count: int, cfg) -> Role:
-    return Role(name, count, 1.0, float(cfg.rollout.tensor_parallel_size))
+def engines(name: str, count: int, cfg, setting: str = "rollout.num_engines") -> Role:
+    return Role(name, count, 1.0, float(cfg.rollout.tensor_parallel_size), "engine", setting)
 
 
 def reward_actors(cfg, terms) -> list[Role]:
     """Reward models (frozen groups sized by cluster.reward) and judge engines that reward terms need."""
-    roles = [Role(f"reward_model_{i}", cfg.cluster.reward.num_ranks, cfg.cluster.reward.cpus_per_rank,
-                  cfg.cluster.reward.gpus_per_rank) for i, _ in enumerate(reward_model_paths(terms))]
-    return roles + ([engines("judge", cfg.judge.num_engines, cfg)] if judge_has_engines(cfg, terms) else [])
+    roles = [group(f"reward_model_{i}", cfg.cluster.reward, "frozen", "reward")
+             for i, _ in enumerate(reward_model_paths(terms))]
+    judges = [engines("judge", cfg.judge.num_engines, cfg, "judge.num_engines")] if judge_has_engines(cfg, terms) else []
+    return roles + judges
 
 
 def environments(cfg) -> list[Role]:
-    return [Role("environments", cfg.env.num_workers, cfg.env.cpus_per_worker)] if uses_environment(cfg) else []
+    return ([Role("environments", cfg.env.num_workers, cfg.env.cpus_per_worker, setting="env.num_workers")]
+            if uses_environment(cfg) else [])
 
 
 def supervised(cfg) -> list[list[Role]]:
     """The policy's ranks; streamed data: each rank's tokenising tasks; tool SFT: environments for evaluation."""
     p, s = cfg.cluster.policy, cfg.data.stream
-    data = [Role("data", p.num_ranks, (len(cfg.data.mixture) or 1) * s.num_workers * s.cpus_per_worker)]
+    data = [Role("data", p.num_ranks, (len(cfg.data.mixture) or 1) * s.num_workers * s.cpus_per_worker,
+                 setting="data.stream.num_workers")]
     return [[group("policy", p), *(data if streams(cfg) else []), *environments(cfg)]]
 
 
@@ -116,9 +125,11 @@ def rl(cfg) -> list[list[Role]]:
     """Policy, reference and critic groups and the rollout engines, on devices of their own; colocated: one bundle
     per policy rank that all of them share. Reward models, judges and environments beside them."""
     c = cfg.cluster
-    trainers = [group("policy", c.policy), *([group("reference", c.reference)] if uses_reference(cfg) else []),
+    trainers = [group("policy", c.policy), *([group("reference", c.reference, "frozen")] if uses_reference(cfg) else []),
                 *([group("critic", c.critic)] if uses_critic(cfg) else [])]
-    placed = ([Role("colocated", c.policy.num_ranks, float(len(trainers) + 1), 1.0)] if c.colocate
+    # colocated: each policy rank's bundle runs a process per trainer-side role and an engine
+    placed = ([Role("colocated", c.policy.num_ranks, float(len(trainers) + 1), 1.0, "trainer",
+                    "cluster.policy.num_ranks", processes=len(trainers) + 1)] if c.colocate
               else [*trainers, engines("rollout", cfg.rollout.num_engines, cfg)])
     return [[*placed, *reward_actors(cfg, cfg.reward), *environments(cfg)]]
 
@@ -126,8 +137,8 @@ def rl(cfg) -> list[list[Role]]:
 def preference(cfg) -> list[list[Role]]:
     """The trained model (sized by cluster.policy), the reference; online DPO: rollout engines and reward actors."""
     c = cfg.cluster
-    roles = [group("policy" if cfg.job == "dpo" else "reward_model", c.policy),
-             *([group("reference", c.reference)] if uses_reference(cfg) else [])]
+    roles = [group("policy" if cfg.job == "dpo" else "reward_model", c.policy, section="policy"),
+             *([group("reference", c.reference, "frozen")] if uses_reference(cfg) else [])]
     if cfg.job == "dpo" and cfg.algo.online:
         roles += [engines("rollout", cfg.rollout.num_engines, cfg), *reward_actors(cfg, cfg.reward)]
     return [roles]
@@ -144,7 +155,7 @@ def evaluation(cfg) -> list[list[Role]]:
     terms = cfg.eval.reward if cfg.eval.reward is not None else cfg.reward
     roles = [engines("rollout", cfg.rollout.num_engines, cfg), *reward_actors(cfg, terms)]
     if cfg.eval.against and not judge_has_engines(cfg, terms):
-        roles.append(engines("judge", cfg.judge.num_engines, cfg))
+        roles.append(engines("judge", cfg.judge.num_engines, cfg, "judge.num_engines"))
     return [roles]
 
 

@@ -176,6 +176,16 @@ def test_data_smaller_than_one_batch(rlsys, tiny, tmp_path, job, row):
     assert_clear(code, err, 1, "are fewer than the 8 each step draws", f"Lower {setting} to at most 1")
 
 
+@pytest.mark.parametrize("override, phrases", [
+    ("rollout.num_engines=64", ["the roles need at least 12", "rollout 64 x 2.0 GB",
+                                "Lower rollout.num_engines (the rollout: 64)"]),
+    ("cluster.policy.num_ranks=40", ["policy 40 x 0.8 GB", "Lower cluster.policy.num_ranks"]),
+    ("cluster.num_cpus=1", ["the roles ask for 4 CPUs and this machine has 1"]),  # placement would wait for ever
+])
+def test_more_than_the_machine_holds(rlsys, tiny, override, phrases):
+    assert_clear(*rlsys("grpo", f"model.path={tiny}", override), 1, *phrases)
+
+
 def test_empty_prompt(rlsys, tiny, tmp_path):
     data = write(tmp_path / "p.jsonl", '{"prompt": "", "answer": "1"}\n')
     assert_clear(*rlsys("grpo", f"model.path={tiny}", f"data.train={data}"), 1, "prompt 0 is empty")
