@@ -132,9 +132,16 @@ def resolve_token(configured: str | None) -> tuple[str, bool]:
 def serve(
     reward: RewardCallable, *, host: str, port: int, token: str, max_request_bytes: int, max_batch: int
 ) -> None:
-    """Serve ``reward`` until interrupted (blocking)."""
+    """Serve ``reward`` until interrupted (blocking); Ctrl-C or SIGTERM stop it after the requests in flight."""
     import uvicorn
 
     app = create_app(reward, token=token, max_request_bytes=max_request_bytes, max_batch=max_batch)
-    print(f"reward server listening on http://{host}:{port} (POST /score with 'Authorization: Bearer <token>')")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    print(f"reward server listening on http://{host}:{port} (POST /score with 'Authorization: Bearer <token>')",
+          flush=True)
+    try:
+        # no lifespan events: the app has none, and uvicorn's lifespan task dies with a traceback on Ctrl-C
+        uvicorn.run(app, host=host, port=port, log_level="warning", lifespan="off")
+    except KeyboardInterrupt:
+        pass  # uvicorn has shut down cleanly, then passes the signal on
+    finally:
+        print(f"reward server on port {port} stopped", flush=True)

@@ -39,13 +39,24 @@ def server(tmp_path):
                 break
         except httpx.TransportError:
             time.sleep(0.2)
-    yield url, token
-    process.terminate()
-    process.wait(timeout=30)
+    yield url, token, process
+    if process.poll() is None:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_ctrl_c_stops_the_server_quietly(server):
+    import signal
+
+    *_, process = server
+    process.send_signal(signal.SIGINT)
+    said, _ = process.communicate(timeout=30)
+    assert process.returncode == 0 and "Traceback" not in said and "CancelledError" not in said, said
+    assert "reward server on port" in said and "stopped" in said
 
 
 def test_served_rules_score_through_a_remote_term(server):
-    url, token = server
+    url, token, _ = server
     assert httpx.post(f"{url}/score", json={"prompts": ["q"], "completions": ["4"]}).status_code == 401
     remote = build_reward([{"type": "remote", "url": url, "token": token}])
     total, _ = remote(["What is 2 + 2?", "What is 2 + 3?"], ["4", "6"], {"answer": ["4", "5"]})
