@@ -84,3 +84,10 @@ def test_a_checkpoint_that_fails_to_load_is_one_line(saved):
     message = str(failed.value)
     assert "step_000006 could not be loaded into the policy" in message and "central directory" in message
     assert "resume=" in message and len(message.splitlines()) == 1
+
+
+def test_an_interruption_says_where_a_rerun_goes_on_from(saved, tmp_path):
+    from rlsys.launchers.run import resume_point
+
+    assert resume_point(str(tmp_path)) == f"resume=auto goes on from {saved.root / 'step_000006'}"
+    assert "no checkpoint was saved" in resume_point(str(tmp_path / "never_saved"))
