@@ -47,11 +47,10 @@ def resume_point(output_dir: str) -> str:
 
     from rlsys.loop.checkpoints import Checkpoints
 
-    if not (Path(output_dir) / "checkpoints").is_dir():
-        return "no checkpoint was saved, so a rerun starts from the beginning"
-    latest = Checkpoints(output_dir, keep_last=1).latest()
-    return (f"resume=auto goes on from {latest}" if latest else
-            "no checkpoint was saved, so a rerun starts from the beginning")
+    saved = (Path(output_dir) / "checkpoints").is_dir()  # Checkpoints() would create the folder
+    latest = Checkpoints(output_dir, keep_last=1).latest() if saved else None
+    return (f"resume=auto goes on from {latest}" if latest
+            else "no checkpoint was saved, so a rerun starts from the beginning")
 
 
 def run_job(cfg: DictConfig) -> None:

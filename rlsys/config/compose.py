@@ -1,14 +1,13 @@
 """Hydra composition from Python: the job presets in `configs/`, used by the pipeline and by tests."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
-
-import dataclasses
 
 import rlsys.configs
 from rlsys.config.schema import JobConfig

@@ -104,8 +104,9 @@ def reward_actors(cfg, terms) -> list[Role]:
     """Reward models (frozen groups sized by cluster.reward) and judge engines that reward terms need."""
     roles = [group(f"reward_model_{i}", cfg.cluster.reward, "frozen", "reward")
              for i, _ in enumerate(reward_model_paths(terms))]
-    judges = [engines("judge", cfg.judge.num_engines, cfg, "judge.num_engines")] if judge_has_engines(cfg, terms) else []
-    return roles + judges
+    if judge_has_engines(cfg, terms):
+        roles.append(engines("judge", cfg.judge.num_engines, cfg, "judge.num_engines"))
+    return roles
 
 
 def environments(cfg) -> list[Role]:
@@ -125,7 +126,8 @@ def rl(cfg) -> list[list[Role]]:
     """Policy, reference and critic groups and the rollout engines, on devices of their own; colocated: one bundle
     per policy rank that all of them share. Reward models, judges and environments beside them."""
     c = cfg.cluster
-    trainers = [group("policy", c.policy), *([group("reference", c.reference, "frozen")] if uses_reference(cfg) else []),
+    trainers = [group("policy", c.policy),
+                *([group("reference", c.reference, "frozen")] if uses_reference(cfg) else []),
                 *([group("critic", c.critic)] if uses_critic(cfg) else [])]
     # colocated: each policy rank's bundle runs a process per trainer-side role and an engine
     placed = ([Role("colocated", c.policy.num_ranks, float(len(trainers) + 1), 1.0, "trainer",

@@ -23,12 +23,14 @@ def cfg(*overrides):
 ])
 def test_a_trainer_rank_on_cpu_by_zero_stage(stage, expected_gb):
     policy = Role("policy", 4, 1.0, kind="trainer")
-    assert host_gb_per_process(policy, cfg(f"deepspeed.zero_stage={stage}"), "cpu", PARAMS) == pytest.approx(expected_gb)
+    zero = cfg(f"deepspeed.zero_stage={stage}")
+    assert host_gb_per_process(policy, zero, "cpu", PARAMS) == pytest.approx(expected_gb)
 
 
 def test_frozen_models_engines_and_gpus():
     c = cfg()
-    assert host_gb_per_process(Role("reference", 1, 1.0, kind="frozen"), c, "cpu", PARAMS) == pytest.approx(0.8 + 4e9 / GB)
+    reference = Role("reference", 1, 1.0, kind="frozen")
+    assert host_gb_per_process(reference, c, "cpu", PARAMS) == pytest.approx(0.8 + 4e9 / GB)
     engine = Role("rollout", 1, 1.0, kind="engine")
     assert host_gb_per_process(engine, c, "cpu", PARAMS) == pytest.approx(1.0 + 4e9 / GB + 1.0)  # + 1 GB of KV cache
     assert host_gb_per_process(engine, c, "cuda", PARAMS) == 1.0, "on GPUs the model is in device memory"
