@@ -43,6 +43,18 @@ def assert_same_steps(expected: list[dict], actual: list[dict], first_step: int)
             assert b[key] == pytest.approx(a[key], abs=1e-6), f"step {a['step']}: {key} {a[key]} != {b[key]}"
 
 
+def as_crashed_after_step_5(finished, crashed) -> None:
+    """A copy of a finished 8-step run (checkpoints every 2 steps) as a crash after step 5 would have left it:
+    checkpoints up to step 4, metrics up to step 5."""
+    shutil.copytree(finished, crashed)
+    checkpoints = crashed / "checkpoints"
+    for folder in ("step_000006", "step_000008", "final"):
+        shutil.rmtree(checkpoints / folder)
+    (checkpoints / "latest").write_text("step_000004")
+    lines = (crashed / "metrics.jsonl").read_text().splitlines()
+    (crashed / "metrics.jsonl").write_text("\n".join(lines[:5]) + "\n")
+
+
 def as_crashed_after_step_6(finished, crashed) -> None:
     """A copy of a finished 8-step run (checkpoints every 2 steps) as a crash after step 6 would have left it, had
     the step 6 checkpoint been damaged (its largest file cut short, as by a full disk or a bad copy): checkpoints
