@@ -85,13 +85,19 @@ def check_memory(cfg, device: str, available_gb: float, where: str) -> None:
                            f"{role.actors}), or run on a larger machine or cluster.")
 
 
-def check_cpus(needed: float, available: float, where: str, exact: bool) -> str | None:
-    """On a cluster Ray holds to its CPU count (a request above it would wait for ever): refused. On this machine
-    Ray is started with as many as the roles ask for, and they share the cores: a warning to print."""
-    if needed <= available:
-        return None
-    if exact:
+def check_cpus(cfg, device: str, available: float, where: str, exact: bool) -> str | None:
+    """A cluster holds to its logical CPUs (a request above them would wait for ever): refused, naming the role
+    that asks most. This machine's local Ray is started with as many as the roles ask for, and they share the
+    cores: a note to print."""
+    for phase in JOBS[cfg.job].phases(cfg) or [[]]:
+        needed = sum(r.actors * r.cpus for r in phase)
+        if needed <= available:
+            continue
+        if not exact:
+            return (f"note: the roles ask for {needed:g} CPUs and {where} has {available:g} cores; they share "
+                    "them, which is slower than giving each its own")
+        role = max(phase, key=lambda r: r.actors * r.cpus)
         raise ClusterError(f"the roles ask for {needed:g} CPUs and {where} has {available:g}. Lower "
-                           "cluster.<role>.cpus_per_rank, rollout.num_engines or env.num_workers, or add nodes.")
-    return (f"note: the roles ask for {needed:g} CPUs and {where} has {available:g} cores; they share them, "
-            "which is slower than giving each its own")
+                           f"{role.setting or role.name} (the {role.name}: {role.actors} x {role.cpus:g} CPUs), "
+                           f"or add nodes.")
+    return None

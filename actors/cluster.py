@@ -27,18 +27,20 @@ def reserve(cfg, device: str) -> None:
     """Join `cluster.address`, or start a local Ray sized for the job's roles (rlsys/config/jobs.py), and check
     that the cluster has the CPUs, GPUs and memory they ask for, before any actor starts."""
     need = demand(cfg, device)
-    if not ray.is_initialized() and not cfg.cluster.address:  # checked before this machine starts anything
+    if cfg.cluster.num_cpus:  # the local Ray gets exactly these: more would wait for ever
+        capacity.check_cpus(cfg, device, cfg.cluster.num_cpus, "this machine (cluster.num_cpus)", exact=True)
+    joined = cfg.cluster.address or ray.is_initialized()
+    if not joined:  # checked before this machine starts anything
         import psutil
 
         capacity.check_memory(cfg, device, psutil.virtual_memory().available / capacity.GB, "this machine")
-        note = capacity.check_cpus(need.cpus, cfg.cluster.num_cpus or os.cpu_count() or 1, "this machine",
-                                   exact=bool(cfg.cluster.num_cpus))
+        note = capacity.check_cpus(cfg, device, os.cpu_count() or 1, "this machine", exact=False)
         if note:
             print(note, flush=True)
     connect(cfg.cluster, need.cpus)
-    if cfg.cluster.address:
+    if joined:  # a cluster holds to its logical CPUs and memory
         resources = ray.cluster_resources()
-        capacity.check_cpus(need.cpus, resources.get("CPU", 0), "the cluster", exact=True)
+        capacity.check_cpus(cfg, device, resources.get("CPU", 0), "the cluster", exact=True)
         capacity.check_memory(cfg, device, resources.get("memory", 0) / capacity.GB, "the cluster")
     if need.gpus > (available := ray.cluster_resources().get("GPU", 0)):
         raise ClusterError(f"the roles ask for {need.gpus:g} GPUs but the cluster has {available:g}. Lower "

@@ -88,6 +88,9 @@ def test_grpo_resume_auto_is_exact_and_passes_over_a_damaged_checkpoint(pretrain
     assert_same_steps(uninterrupted[1], resumed, first_step=5)
 
 
+# two minutes on 2 cores; the async and multi-turn tests kill engines and a policy rank in every CI run
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("RLSYS_SLOW_TESTS"), reason="set RLSYS_SLOW_TESTS=1")
 def test_grpo_survives_killed_actors(pretrained, uninterrupted, tmp_path):
     out = tmp_path / "grpo"
     kills = [(3, ["policy"]), (5, ["rollout", "reference"])]  # two at once: one restart must bring back both
