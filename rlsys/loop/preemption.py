@@ -37,14 +37,14 @@ class Preemption:
             self.deadline.cancel()
 
     def on_sigterm(self, signum, frame) -> None:
-        if self.requested:
-            return
+        if self.requested:  # a second SIGTERM, or the grace period over: stop where the run is
+            raise KeyboardInterrupt("SIGTERM again, or trainer.preempt_grace_s passed")
         self.requested = True
         print(f"SIGTERM: saving the step in flight, then stopping (within trainer.preempt_grace_s="
               f"{self.grace_s:g}s)", flush=True)
-        # past the grace period the main thread gets a KeyboardInterrupt, as from Ctrl-C (a real signal, so a
-        # blocking wait is interrupted too)
+        # past the grace period this handler runs again, on the main thread, and interrupts it there (a signal
+        # also breaks a blocking wait; SIGINT's handler may not be Python's own under other libraries)
         main = threading.main_thread().ident
-        self.deadline = threading.Timer(self.grace_s, signal.pthread_kill, (main, signal.SIGINT))
+        self.deadline = threading.Timer(self.grace_s, signal.pthread_kill, (main, signal.SIGTERM))
         self.deadline.daemon = True
         self.deadline.start()
