@@ -9,6 +9,7 @@ from rlsys.actors import capacity
 from rlsys.actors.group import Placement, create_placement
 from rlsys.config.jobs import demand
 from rlsys.errors import ClusterError
+from rlsys.logging.startup import CLOCK
 
 # Library chatter that would bury rlsys's own progress lines (errors still come through).
 QUIET_ENV = {"TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
@@ -29,7 +30,8 @@ def reserve(cfg, device: str) -> None:
     need = demand(cfg, device)
     if cfg.cluster.num_cpus:  # the local Ray gets exactly these: more would wait for ever
         capacity.check_cpus(cfg, device, cfg.cluster.num_cpus, "this machine (cluster.num_cpus)", exact=True)
-    joined = cfg.cluster.address or ray.is_initialized()
+    address = None if ray.is_initialized() else join_address(cfg.cluster)
+    joined = address is not None or ray.is_initialized()
     if not joined:  # checked before this machine starts anything
         import psutil
 
@@ -37,7 +39,8 @@ def reserve(cfg, device: str) -> None:
         note = capacity.check_cpus(cfg, device, os.cpu_count() or 1, "this machine", exact=False)
         if note:
             print(note, flush=True)
-    connect(cfg.cluster, need.cpus)
+    with CLOCK.phase("ray"):
+        connect(cfg.cluster, need.cpus, address)
     if joined:  # a cluster holds to its logical CPUs and memory
         resources = ray.cluster_resources()
         capacity.check_cpus(cfg, device, resources.get("CPU", 0), "the cluster", exact=True)
@@ -48,14 +51,37 @@ def reserve(cfg, device: str) -> None:
                            "cluster.colocate=true to share devices, or add nodes.")
 
 
-def connect(cluster, cpus_needed: float) -> None:
-    """Join `cluster.address`, or start a local Ray with at least `cpus_needed` logical CPUs (they may exceed the
-    cores)."""
+def join_address(cluster) -> str | None:
+    """The cluster a job joins: `cluster.address`; with none, a cluster that `ray start` runs on this machine
+    (jobs then start in seconds), unless the job sizes its own (cluster.num_cpus / num_gpus) or asks for a fresh
+    one (cluster.address=local). None: start a local Ray."""
+    if cluster.address:
+        return None if cluster.address == "local" else cluster.address
+    if cluster.num_cpus or cluster.num_gpus is not None:
+        return None
+    from ray._private import services
+
+    try:  # the last `ray start` on this machine, if its GCS process still runs
+        started = services.find_bootstrap_address(None)
+        return started if started and started in services.find_gcs_addresses() else None
+    except Exception:  # noqa: BLE001 - Ray's discovery is best effort: without it a local Ray starts
+        return None
+
+
+def connect(cluster, cpus_needed: float, address: str | None) -> None:
+    """Join `address`, or start a local Ray with at least `cpus_needed` logical CPUs (they may exceed the cores)."""
     if ray.is_initialized():
         return
     env = {"env_vars": QUIET_ENV}
-    if cluster.address:
-        ray.init(address=cluster.address, runtime_env=env, log_to_driver=True)
+    if address:
+        if not cluster.address:  # `ray start` here turned on token authentication: its token is in ~/.ray
+            from ray._private.authentication import authentication_token_setup
+
+            authentication_token_setup.maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+        ray.init(address=address, runtime_env=env, log_to_driver=True)
+        if not cluster.address:
+            print(f"joined the Ray cluster running at {address} (`ray stop` ends it; cluster.address=local starts "
+                  "a cluster for this job only)", flush=True)
         return
     num_gpus = cluster.num_gpus
     if num_gpus is None:
@@ -63,7 +89,7 @@ def connect(cluster, cpus_needed: float) -> None:
 
         num_gpus = torch.cuda.device_count()
     num_cpus = cluster.num_cpus or max(os.cpu_count() or 1, int(cpus_needed + 0.999))
-    # address="local": a new cluster of our own, never one that `ray start` left running on this machine
+    # address="local": a new cluster of our own
     ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, runtime_env=env, include_dashboard=False,
              log_to_driver=True, configure_logging=False)
 

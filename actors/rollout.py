@@ -18,6 +18,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from rlsys import watchdog
 from rlsys.actors.group import Placement, actor_location, release
+from rlsys.logging.startup import CLOCK, ActorClock
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ class Sampling:
 
 class VLLMEngine:
     def __init__(self, spec: RolloutSpec):
+        self.clock = ActorClock()
+        self.clock.lap("process")
         if spec.device == "cpu":
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
             os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
@@ -57,10 +60,12 @@ class VLLMEngine:
             # Eager mode still torch.compiles the sampler's logprob-rank count; on CPU that compile costs about
             # 4 s of the first generate per engine, more than the eager op costs in a whole run.
             os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
+        from rlsys.models.builders import lean_transformers, resolve_dtype
+
+        lean_transformers()
         import vllm
 
-        from rlsys.models.builders import resolve_dtype
-
+        self.clock.lap("imports")
         self.spec = spec
         self.adapter = None  # adapter sync: the LoRA request every generate carries
         self.adapter_dir = tempfile.TemporaryDirectory(prefix="rlsys-adapter-")
@@ -80,6 +85,7 @@ class VLLMEngine:
             enable_sleep_mode=spec.enable_sleep, worker_extension_cls="rlsys.actors.vllm_extension.WeightReceiver",
             logprobs_mode="processed_logprobs", enable_prefix_caching=False,
             enable_chunked_prefill=False if spec.device == "cpu" else None, **extra)
+        self.clock.lap("engine")
 
     def generate(self, prompt_ids: list[list[int]], sampling: Sampling,
                  seeds: list[list[int]] | None = None) -> list[dict]:
@@ -157,6 +163,9 @@ class VLLMEngine:
     def location(self) -> dict:
         return actor_location()
 
+    def startup_times(self) -> dict[str, float]:
+        return self.clock.report()
+
     def sleep(self) -> None:
         self.llm.sleep(level=1)
 
@@ -168,6 +177,8 @@ class HFEngine:
     """transformers `generate`: for machines without vLLM, and the baseline vLLM is measured against."""
 
     def __init__(self, spec: RolloutSpec):
+        self.clock = ActorClock()
+        self.clock.lap("process")
         import torch
 
         from rlsys.models.builders import load_causal_lm, load_tokenizer, resolve_dtype
@@ -178,6 +189,7 @@ class HFEngine:
         self.model = load_causal_lm(spec.model_path, dtype=resolve_dtype(spec.dtype, spec.device)).to(spec.device).eval()
         self.tokenizer = load_tokenizer(spec.model_path)
         self.pending: dict = {}
+        self.clock.lap("model")
 
     def generate(self, prompt_ids: list[list[int]], sampling: Sampling,
                  seeds: list[list[int]] | None = None) -> list[dict]:
@@ -236,6 +248,9 @@ class HFEngine:
     def location(self) -> dict:
         return actor_location()
 
+    def startup_times(self) -> dict[str, float]:
+        return self.clock.report()
+
     def sleep(self) -> None:
         pass
 
@@ -260,8 +275,10 @@ def sample_seed(*parts: int) -> int:
 class RolloutGroup:
     """Engines on their own devices; prompts go out in chunks to whichever engine is free (load-based)."""
 
-    def __init__(self, backend: str, spec: RolloutSpec, placement: Placement, env: dict[str, str] | None = None):
+    def __init__(self, backend: str, spec: RolloutSpec, placement: Placement, env: dict[str, str] | None = None,
+                 name: str = "rollout"):
         remote_cls = ray.remote(ENGINES[backend])
+        self.name = name  # the role, in start-up timings
         self.placement = placement
         self.engines = [
             remote_cls.options(num_cpus=placement.num_cpus, num_gpus=placement.num_gpus,
@@ -273,7 +290,7 @@ class RolloutGroup:
 
     def wait_ready(self) -> None:
         """Engines start in the background; this returns once every one has loaded its model."""
-        ray.get([e.location.remote() for e in self.engines])
+        CLOCK.role(self.name, ray.get([e.startup_times.remote() for e in self.engines]))
 
     def generate(self, prompt_ids: list[list[int]], sampling: Sampling, seed: int = 0) -> list[dict]:
         """n samples per prompt, in prompt order (the n samples of a prompt are contiguous).

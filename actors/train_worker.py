@@ -20,6 +20,7 @@ from rlsys.actors.weight_sync import WeightSync, sender
 from rlsys.config.losses import LanguageModelLoss, Loss
 from rlsys.engine.batch import with_loss_weights
 from rlsys.engine.engine import EngineSettings
+from rlsys.logging.startup import ActorClock
 from rlsys.models.builders import end_of_turn_ids
 
 ROLE_MODEL = {"policy": "causal_lm", "reference": "causal_lm", "critic": "value", "reward": "reward"}
@@ -49,6 +50,8 @@ def add_shares(per_rank: list[dict[str, float]]) -> dict[str, float]:
 
 class TrainWorker:
     def __init__(self, spec: WorkerSpec):
+        self.clock = ActorClock()
+        self.clock.lap("process")
         self.spec = spec
         self.rank = 0
         self.world_size = 1
@@ -64,9 +67,13 @@ class TrainWorker:
     def location(self) -> dict:
         return actor_location()
 
+    def startup_times(self) -> dict[str, float]:
+        return self.clock.report()
+
     def setup(self, rank: int, world_size: int, master_addr: str, master_port: int) -> None:
         """Join the group's torch.distributed world and build the model inside the engine."""
         spec = self.spec
+        self.clock.lap("waiting")  # for the group's address
         self.rank, self.world_size = rank, world_size
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(rank),
                           WORLD_SIZE=str(world_size), LOCAL_RANK="0")
@@ -80,7 +87,9 @@ class TrainWorker:
         from rlsys.engine.engine import TrainEngine
         from rlsys.models.builders import load_causal_lm, load_reward_model, load_tokenizer, load_value_model
 
+        self.clock.lap("imports")
         deepspeed.init_distributed(dist_backend="nccl" if spec.device == "cuda" else "gloo", verbose=False)
+        self.clock.lap("distributed")
         self._seed_everything(spec.seed + rank)
         dtype = spec.engine.dtype
         self.tokenizer = load_tokenizer(spec.model_path)
@@ -96,7 +105,9 @@ class TrainWorker:
             model = load_causal_lm(spec.model_path, dtype=dtype, gradient_checkpointing=checkpointing,
                                    attn_implementation=spec.attn_implementation,
                                    lora=spec.lora if spec.trainable else None)
+        self.clock.lap("model")
         self.engine = TrainEngine(model, spec.engine, trainable=spec.trainable)
+        self.clock.lap("engine")
 
     @staticmethod
     def _seed_everything(seed: int) -> None:

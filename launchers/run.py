@@ -57,7 +57,9 @@ def run_job(cfg: DictConfig) -> None:
     from rlsys.config.jobs import controller
     from rlsys.config.validate import to_typed
     from rlsys.errors import ConfigError, Preempted
+    from rlsys.logging.startup import CLOCK
 
+    CLOCK.begin()
     job = cfg.get("job", "?")
     _output_dir_for_sweep(cfg)
     try:
@@ -66,8 +68,10 @@ def run_job(cfg: DictConfig) -> None:
         print(f"rlsys {job}: error: {err}", file=sys.stderr)
         sys.exit(2)
     watchdog.configure(typed.watchdog)  # user code loads under its deadline before the step loop starts
+    CLOCK.lap("launch")
     try:
         controller(job)(typed)
+        shut_down(job, typed.output_dir)
     except Preempted as err:
         print(f"rlsys {job}: {err}", file=sys.stderr)
         sys.exit(143)
@@ -82,11 +86,27 @@ def run_job(cfg: DictConfig) -> None:
         sys.exit(1)
 
 
+def shut_down(job: str, output_dir: str) -> None:
+    """The job is over: the local Ray it started stops now (not at exit), and the shutdown's seconds are said."""
+    import ray
+
+    from rlsys.logging.startup import CLOCK
+
+    ray.shutdown()
+    seconds = CLOCK.shut_down(output_dir)
+    if seconds is not None:
+        print(f"[{job}] shutdown {seconds:.1f} s", flush=True)
+
+
 def run_config(cfg: DictConfig | dict) -> None:
-    """Run a job from Python (tests, notebooks) with the same checks as the CLI."""
+    """Run a job from Python (tests, notebooks) with the same checks as the CLI; a Ray cluster it finds running
+    (a test session's) stays up."""
     from rlsys.config.jobs import controller
     from rlsys.config.validate import to_typed
+    from rlsys.logging.startup import CLOCK
 
+    CLOCK.begin()
     typed = to_typed(OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg)
     watchdog.configure(typed.watchdog)
     controller(typed.job)(typed)
+    CLOCK.shut_down(typed.output_dir)

@@ -141,7 +141,9 @@ class GroupResources:
 
 @dataclass
 class ClusterConfig:
-    address: Optional[str] = None  # None: start a local Ray; "auto" or ray://host:port joins a cluster
+    # None: join the cluster `ray start` runs on this machine, else start a local Ray; "local": always a local Ray
+    # of this job's own; "auto", host:port or ray://host:port joins that cluster
+    address: Optional[str] = None
     device: str = one_of("auto", "cpu", "cuda")
     num_cpus: Optional[int] = None  # local Ray only: logical CPUs (default: what the roles ask for)
     num_gpus: Optional[int] = None  # local Ray only: GPUs to offer (default: those visible)

@@ -18,6 +18,7 @@ from typing import Protocol
 from rlsys import watchdog
 from rlsys.errors import DataExhausted, EvaluationError, Preempted
 from rlsys.logging import MetricsLogger
+from rlsys.logging.startup import CLOCK
 from rlsys.loop.checkpoints import Checkpoints
 from rlsys.loop.gold_watch import BEST, STOP, GoldWatch
 from rlsys.loop.preemption import Preemption
@@ -50,6 +51,8 @@ class StepLoop:
         self.watch: GoldWatch | None = None
         self.restarts = 0
         self.preemption = Preemption(cfg.trainer.preempt_grace_s)
+        CLOCK.next_job()
+        CLOCK.lap("setup")  # the controller's tokenizer, data and checks
 
     def run(self) -> dict[str, float]:
         """The metrics of the last step (with the final evaluation's)."""
@@ -64,7 +67,9 @@ class StepLoop:
     def run_with_restarts(self) -> dict[str, float]:
         while True:
             try:
-                return self.attempt()
+                metrics = self.attempt()
+                CLOCK.finished()
+                return metrics
             except RESTARTABLE as err:
                 if self.restarts >= self.cfg.fault_tolerance.max_restarts:
                     raise
@@ -76,10 +81,12 @@ class StepLoop:
         start = self.resume()
         metrics: dict[str, float] = {}
         for step in range(start + 1, self.trainer.max_steps + 1):
+            CLOCK.first_step()
             try:
                 metrics = self.controller.step(step)
             except DataExhausted as err:  # sources with a number of epochs, all read: the run ends here
                 return self.end_exhausted(step, err, metrics)
+            CLOCK.after_first_step(metrics, self.title, self.cfg.output_dir)
             if self.restarts:
                 metrics["fault/restarts"] = float(self.restarts)
             if self.gold_says_stop(step, metrics):
@@ -95,8 +102,10 @@ class StepLoop:
         """The actors started and restored from the checkpoint resumed from (none: step 0), the log opened (after
         a restart: rewound to that step), the gold watch as the checkpoint left it; the step to go on after."""
         self.controller.start()
+        CLOCK.lap("actors")
         self.preemption.arm()
         start = self.controller.restore(self.resume_from) if self.resume_from else 0
+        CLOCK.lap("restore")
         if self.logger is None:
             self.logger = MetricsLogger(self.cfg, self.title, self.trainer.max_steps, start,
                                         resumed=self.resume_from is not None)
@@ -104,6 +113,7 @@ class StepLoop:
             self.logger.rewind(start if self.resume_from else -1)
         if start == 0 and self.trainer.eval_every:
             self.logger.log(0, self.evaluate(0))
+        CLOCK.lap("eval")
         self.watch = gold_watch(self.cfg, self.resume_from if start else None)
         return start
 

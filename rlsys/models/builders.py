@@ -36,11 +36,33 @@ def check_model_dir(path: str) -> Path:
     return folder
 
 
-def load_tokenizer(path: str):
-    from transformers import AutoTokenizer
+def lean_transformers() -> None:
+    """transformers imports scikit-learn (a second of CPU in every process) only for assisted generation, which
+    rlsys never uses; called before transformers.generation is first imported, it skips that import."""
+    import sys
 
-    check_model_dir(path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    if "transformers.generation" not in sys.modules:
+        import transformers.utils
+
+        transformers.utils.is_sklearn_available = lambda: False
+
+
+# tokenizers that declare themselves plain `tokenizers` ones load without transformers' model registry (3 s)
+PLAIN_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")
+
+
+def load_tokenizer(path: str):
+    import json
+
+    lean_transformers()
+    folder = check_model_dir(path)
+    declared = folder / "tokenizer_config.json"
+    plain = declared.is_file() and json.loads(declared.read_text() or "{}").get("tokenizer_class") in PLAIN_TOKENIZERS
+    if plain and (folder / "tokenizer.json").is_file():
+        from transformers import PreTrainedTokenizerFast as Tokenizer
+    else:
+        from transformers import AutoTokenizer as Tokenizer
+    tokenizer = Tokenizer.from_pretrained(path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token  # batching needs one; EOS is what most causal LMs use
     return tokenizer
@@ -74,6 +96,7 @@ def attention(attn_implementation: str | None) -> dict:
 
 def load_causal_lm(path: str, *, dtype: torch.dtype, gradient_checkpointing: bool = False, lora=None,
                    attn_implementation: str | None = None):
+    lean_transformers()
     from transformers import AutoModelForCausalLM
 
     check_model_dir(path)
@@ -92,6 +115,7 @@ def load_causal_lm(path: str, *, dtype: torch.dtype, gradient_checkpointing: boo
 def load_value_model(path: str, *, dtype: torch.dtype, gradient_checkpointing: bool = False,
                      attn_implementation: str | None = None):
     """A critic: the causal LM's body with a one-output head on every token (value of the state)."""
+    lean_transformers()
     from transformers import AutoModelForTokenClassification
 
     check_model_dir(path)
@@ -109,6 +133,7 @@ def load_reward_model(path: str, *, dtype: torch.dtype, pad_token_id: int, gradi
 
     From a causal LM the heads start fresh; a trained reward model folder loads as it is, with its own heads.
     """
+    lean_transformers()
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     check_model_dir(path)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import functools
 import pathlib
+import shutil
+import tempfile
 from typing import Iterable
 
 from rlsys.config.choices import TINY_ARCHITECTURES
@@ -20,6 +22,7 @@ ENDOFTEXT = "<|endoftext|>"
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
 SPECIAL_TOKENS = (ENDOFTEXT, IM_START, IM_END)
+CACHE_FORMAT = 1  # bump when what build_tiny_model writes changes: cached models are built again
 
 # ChatML, with tools the way Qwen2.5 / Hermes templates write them: the tool schemas in a system turn inside
 # <tools></tools>, each call as <tool_call>{"name": ..., "arguments": ...}</tool_call> in the assistant's turn,
@@ -127,20 +130,64 @@ def build_tiny_model(
 
     ``hidden_size / num_heads`` must be 64 (the head size vLLM's CPU attention supports).
     ``texts`` trains the tokenizer (`rlsys.data.task.tokenizer_texts` for the embedded task).
+    Built once per set of arguments into the cache (`tiny_model_cache`), and copied from there after.
     Returns the output directory.
     """
-    import torch
-    import transformers
-
     if arch not in TINY_ARCHITECTURES:
         raise ValueError(f"Unknown arch {arch!r}; allowed: {', '.join(TINY_ARCHITECTURES)}")
     if hidden_size % num_heads:
         raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
     if hidden_size // num_heads != 64:
-        raise ValueError(
-            f"head_dim = hidden_size / num_heads = {hidden_size // num_heads}; vLLM's CPU backend needs 64"
-        )
-    out = pathlib.Path(output_dir)
+        raise ValueError(f"head_dim = hidden_size / num_heads = {hidden_size // num_heads}; vLLM's CPU backend "
+                         "needs 64")
+    settings = dict(texts=texts, arch=arch, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
+                    intermediate_size=intermediate_size, max_position_embeddings=max_position_embeddings, seed=seed,
+                    vocab_size=vocab_size, rope_theta=rope_theta, tie_word_embeddings=tie_word_embeddings)
+    cache = tiny_model_cache(settings)
+    if cache is not None and not (cache / "config.json").exists():
+        staging = pathlib.Path(tempfile.mkdtemp(prefix=".building-", dir=cache.parent))
+        try:
+            _build(staging, **settings)
+            staging.rename(cache)  # atomic: when another job's copy got there first, that one is kept
+        except OSError:
+            pass  # the cache cannot take it: built below where it is asked for
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    if cache is None or not (cache / "config.json").exists():
+        return _build(pathlib.Path(output_dir), **settings)
+    shutil.copytree(cache, output_dir, dirs_exist_ok=True)
+    return pathlib.Path(output_dir)
+
+
+def tiny_model_cache(settings: dict) -> pathlib.Path | None:
+    """Where the tiny model for these settings is kept: RLSYS_CACHE_DIR (default ~/.cache/rlsys)/tiny/<hash>;
+    None when RLSYS_CACHE_DIR is empty or the folder cannot be written (then every job builds its own)."""
+    import hashlib
+    import json
+    import os
+    from importlib.metadata import version
+
+    root = os.environ.get("RLSYS_CACHE_DIR", os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "rlsys"))
+    if not root:
+        return None
+    key = json.dumps([settings, version("transformers"), CACHE_FORMAT], sort_keys=True)
+    folder = pathlib.Path(root).expanduser() / "tiny" / hashlib.sha256(key.encode()).hexdigest()[:24]
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return folder
+
+
+def _build(out: pathlib.Path, *, texts: list[str], arch: str, hidden_size: int, num_layers: int, num_heads: int,
+           intermediate_size: int, max_position_embeddings: int, seed: int, vocab_size: int, rope_theta: float,
+           tie_word_embeddings: bool) -> pathlib.Path:
+    import torch
+    import transformers
+
+    from rlsys.models.builders import lean_transformers
+
+    lean_transformers()
     out.mkdir(parents=True, exist_ok=True)
 
     tokenizer = train_tokenizer(texts, vocab_size)

@@ -10,6 +10,7 @@ from rlsys.actors.cluster import place_group
 from rlsys.actors.group import ActorGroup
 from rlsys.actors.train_worker import TrainWorker, WorkerSpec
 from rlsys.engine.engine import EngineSettings
+from rlsys.logging.startup import CLOCK
 from rlsys.models.builders import resolve_dtype
 
 
@@ -45,4 +46,5 @@ def start_train_group(role: str, cfg, model_path: str, device: str, *, trainable
     master_addr, master_port = ray.get(group.actors[0].node_address.remote())
     ray.get([actor.setup.remote(rank, group.world_size, master_addr, master_port)
              for rank, actor in enumerate(group.actors)])
+    CLOCK.role(role, ray.get([actor.startup_times.remote() for actor in group.actors]))
     return group

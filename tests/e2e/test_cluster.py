@@ -58,3 +58,22 @@ def test_submit_places_rollout_and_trainers_on_the_nodes_the_config_names(two_no
     assert nodes["rollout"] != nodes["policy"], "rollout on node_a, trainers on node_b"
     assert nodes["reference"] == nodes["policy"]
     assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_a_job_without_an_address_joins_the_cluster_ray_start_runs(two_node_cluster, tmp_path):
+    """No cluster.address: the job joins the running cluster (its token found without RAY_AUTH_MODE), starts no
+    Ray of its own, and says so; its start-up breakdown lands in timings.json."""
+    _, env = two_node_cluster
+    env = {k: v for k, v in env.items() if k != "RAY_AUTH_MODE"}
+    out = tmp_path / "joined"
+    command = [sys.executable, "-m", "rlsys", "grpo", f"output_dir={out}", "trainer.max_steps=2",
+               "trainer.eval_every=0", "logger=[jsonl]"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "joined the Ray cluster running at" in result.stdout
+    assert "start-up" in result.stdout and "shutdown" in result.stdout
+    timings = json.loads((out / "timings.json").read_text())
+    assert {"perf/startup_s", "perf/startup_ray_s", "perf/startup_rollout_ready_s", "perf/shutdown_s"} <= set(timings)
+    first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["perf/startup_s"] == pytest.approx(timings["perf/startup_s"], abs=1e-3)
