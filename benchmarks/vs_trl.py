@@ -8,7 +8,9 @@ installed on first use into outputs/.peers (it is no dependency of rlsys), and `
 vLLM and DeepSpeed. TRL reads its settings from the same composed rlsys config (32 prompts x 8 samples, one
 optimizer update a step, no KL, clip 0.2, token-mean loss, group-std advantages), so an override such as
 rollout.max_new_tokens=16 applies to both. Both score held-out greedy completions with rlsys's `answer_match`.
-Prints both wall times and accuracies and the ratio rlsys / TRL; writes outputs/vs_trl/result.json.
+Prints both wall times, each split into start-up (process start to the first step), steps (with the evaluation)
+and shutdown, both accuracies and the ratio rlsys / TRL; writes outputs/vs_trl/result.json. `--steps` and any
+override (trainer.batch_size=, algo.n_samples=) set the shape; without them rlsys runs the layout a user gets.
 """
 from __future__ import annotations
 
@@ -63,6 +65,7 @@ def trl_worker(result_file: str, overrides: list[str]) -> None:
     from rlsys.config.validate import to_typed
     from rlsys.data.job_data import prompt_rows
     from rlsys.models.builders import load_tokenizer
+    from rlsys.logging.startup import process_started
     from rlsys.rewards import answer_match
     from rlsys.trainers.held_out import HeldOut
 
@@ -91,14 +94,13 @@ def trl_worker(result_file: str, overrides: list[str]) -> None:
     train = Dataset.from_list([{"prompt": row["messages"], "answer": str(row["answer"])}
                                for row in prompt_rows(cfg, "train")])
     trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=train, processing_class=tokenizer)
-    began = time.perf_counter()
+    began = time.time()
     trainer.train()
-    train_s = time.perf_counter() - began
-
     trained = trainer.accelerator.unwrap_model(trainer.model)
     metrics, _ = HeldOut(cfg, tokenizer)(lambda prompts: greedy(trained, tokenizer, prompts, r.max_new_tokens))
-    accuracy = metrics["eval/accuracy"]
-    Path(result_file).write_text(json.dumps({"accuracy": accuracy, "train_s": train_s}))
+    # start-up: from the process start to the first step; run: training and the held-out evaluation
+    Path(result_file).write_text(json.dumps({"accuracy": metrics["eval/accuracy"],
+                                             "startup_s": began - process_started(), "run_s": time.time() - began}))
 
 
 def run_trl(overrides: list[str]) -> dict:
@@ -110,20 +112,26 @@ def run_trl(overrides: list[str]) -> dict:
     path = os.pathsep.join(filter(None, [str(TRL_DIR.resolve()), os.environ.get("PYTHONPATH")]))
     wall = timed_run("trl", [sys.executable, __file__, "--_trl-worker", str(result), *overrides],
                      {**os.environ, "PYTHONPATH": path}, OUT / "trl.log")
-    return {"wall_s": wall, **json.loads(result.read_text())}
+    parts = json.loads(result.read_text())
+    return {"wall_s": wall, **parts, "shutdown_s": wall - parts["startup_s"] - parts["run_s"]}
 
 
 def run_rlsys(overrides: list[str]) -> dict:
     wall = timed_run("rlsys", [sys.executable, "-m", "rlsys", "grpo", *overrides], dict(os.environ),
                      OUT / "rlsys.log")
-    return {"wall_s": wall, **run_summary([o.split("=", 1)[1] for o in overrides if o.startswith("output_dir=")][-1])}
+    output_dir = [o.split("=", 1)[1] for o in overrides if o.startswith("output_dir=")][-1]
+    timings = json.loads((Path(output_dir) / "timings.json").read_text())
+    startup, run = timings["perf/startup_s"], timings["perf/run_s"]
+    return {"wall_s": wall, "startup_s": startup, "run_s": run, "shutdown_s": wall - startup - run,
+            **run_summary(output_dir)}
 
 
 def report(results: dict[str, dict], steps: int) -> None:
     print(f"\nGRPO, {steps} steps, same SFT checkpoint, data, reward and settings")
-    print(f"{'':<8}{'wall s':>10}{'accuracy':>10}")
+    print(f"{'':<8}{'wall s':>10}{'start-up':>10}{'steps':>10}{'shutdown':>10}{'accuracy':>10}")
     for side, r in results.items():
-        print(f"{side:<8}{r['wall_s']:>10.1f}{r['accuracy']:>10.3f}")
+        print(f"{side:<8}{r['wall_s']:>10.1f}{r['startup_s']:>10.1f}{r['run_s']:>10.1f}{r['shutdown_s']:>10.1f}"
+              f"{r['accuracy']:>10.3f}")
     if "rlsys" in results:
         print("rlsys median step breakdown: " + breakdown(results["rlsys"]["median_s"]))
     if len(results) == 2:

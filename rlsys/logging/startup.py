@@ -1,5 +1,6 @@
 """Where a job's seconds go before its first step, and after its last: one line printed after the first step,
-`perf/startup_*` in that step's metrics, and output_dir/timings.json (with the shutdown's seconds).
+`perf/startup_*` in that step's metrics, and output_dir/timings.json (with `perf/run_s`, the steps with their
+evaluations and checkpoints, and `perf/shutdown_s`, from the last step logged to Ray stopped).
 
 The driver's phases follow each other from the process start (`launch`: Python, imports, the composed config;
 `setup`: the controller's tokenizer, data and checks; `ray`; `actors`: every role started and ready; `restore`;
@@ -130,7 +131,10 @@ class StartupClock:
         if self.finished_at is None:
             return None
         seconds = time.time() - self.finished_at
-        self.write(output_dir, {"perf/shutdown_s": seconds}, merge=True)
+        figures = {"perf/shutdown_s": seconds}
+        if self.first_step_began is not None:  # the steps with their evaluations and checkpoints
+            figures["perf/run_s"] = self.finished_at - self.first_step_began
+        self.write(output_dir, figures, merge=True)
         self.finished_at = None
         return seconds
 

@@ -1,5 +1,5 @@
 """What makes a process start faster: the tiny model built once, plain tokenizers loaded without transformers'
-model registry, no scikit-learn through transformers, a running Ray cluster joined."""
+model registry, no scikit-learn or scipy through transformers, a running Ray cluster joined."""
 import subprocess
 import sys
 
@@ -36,7 +36,7 @@ import torch
 tok = load_tokenizer({str(folder)!r})
 assert "transformers.models.auto.modeling_auto" not in sys.modules, "the tokenizer imported the model registry"
 load_causal_lm({str(folder)!r}, dtype=torch.float32)
-assert "sklearn" not in sys.modules, "transformers imported scikit-learn"
+assert "sklearn" not in sys.modules and "scipy" not in sys.modules, "transformers imported scikit-learn or scipy"
 from transformers import AutoTokenizer
 auto = AutoTokenizer.from_pretrained({str(folder)!r})
 chat = [{{"role": "user", "content": "What is 37 + 48?"}}]
