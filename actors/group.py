@@ -120,6 +120,7 @@ class ActorGroup:
         self.name = name
         self.worker_cls = worker_cls
         self.placement = placement
+        self.starting: list = []  # calls the ranks finish before the group is used (their model load)
         self.max_tokens = max_tokens_per_micro_batch
         remote_cls = ray.remote(worker_cls)
         self.actors = [

@@ -70,11 +70,12 @@ class TrainWorker:
     def startup_times(self) -> dict[str, float]:
         return self.clock.report()
 
-    def setup(self, rank: int, world_size: int, master_addr: str, master_port: int) -> None:
-        """Join the group's torch.distributed world and build the model inside the engine."""
+    def setup(self, rank: int, world_size: int, address: tuple[str, int]) -> None:
+        """Join the group's torch.distributed world (rank 0's `node_address`) and build the model in the engine."""
         spec = self.spec
-        self.clock.lap("waiting")  # for the group's address
+        self.clock.lap("waiting")  # for rank 0's address
         self.rank, self.world_size = rank, world_size
+        master_addr, master_port = address
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(rank),
                           WORLD_SIZE=str(world_size), LOCAL_RANK="0")
         if spec.device == "cpu":
@@ -88,6 +89,13 @@ class TrainWorker:
         from rlsys.models.builders import load_causal_lm, load_reward_model, load_tokenizer, load_value_model
 
         self.clock.lap("imports")
+        if "LOCAL_SIZE" not in os.environ:
+            # DeepSpeed's shared-memory all-reduce is for inference and needs LOCAL_SIZE; without it its op would
+            # still be JIT-compiled (half a minute, once per machine and install) and loaded by every rank
+            import importlib
+
+            # (the module itself: deepspeed.comm's attribute `torch` is PyTorch)
+            importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
         deepspeed.init_distributed(dist_backend="nccl" if spec.device == "cuda" else "gloo", verbose=False)
         self.clock.lap("distributed")
         self._seed_everything(spec.seed + rank)

@@ -26,10 +26,12 @@ def engine_settings(cfg, device: str, world_size: int, lr: float | None = None) 
 
 
 def start_train_group(role: str, cfg, model_path: str, device: str, *, trainable: bool, lr: float | None = None,
-                      placement=None, resources=None) -> ActorGroup:
+                      placement=None, resources=None, wait: bool = True) -> ActorGroup:
     """A group of TrainWorkers forming one torch.distributed world (NCCL on GPU, gloo on CPU).
 
     Sized by `cluster.<role>` unless `resources` says otherwise (the trained model of rm is sized by cluster.policy).
+    With wait=False it returns while the ranks still load their models (other roles start meanwhile), and
+    `wait_ready(group)` waits for them.
     """
     resources = resources or cfg.cluster[role]
     placement = placement or place_group(role, resources, device, cfg.cluster)
@@ -43,8 +45,17 @@ def start_train_group(role: str, cfg, model_path: str, device: str, *, trainable
     env = {"TORCH_CUDA_ARCH_LIST": os.environ.get("TORCH_CUDA_ARCH_LIST", "9.0")} if device == "cuda" else {}
     group = ActorGroup(role, TrainWorker, placement, spec, env=env,
                        max_tokens_per_micro_batch=cfg.trainer.max_tokens_per_micro_batch)
-    master_addr, master_port = ray.get(group.actors[0].node_address.remote())
-    ray.get([actor.setup.remote(rank, group.world_size, master_addr, master_port)
-             for rank, actor in enumerate(group.actors)])
-    CLOCK.role(role, ray.get([actor.startup_times.remote() for actor in group.actors]))
+    address = group.actors[0].node_address.remote()  # every rank's setup waits for it, not the driver
+    group.starting = [actor.setup.remote(rank, group.world_size, address) for rank, actor in enumerate(group.actors)]
+    if wait:
+        wait_ready(group)
     return group
+
+
+def wait_ready(group: ActorGroup) -> None:
+    """Every rank of a group started with wait=False has its model loaded (a failed load raises here)."""
+    if not group.starting:
+        return
+    ray.get(group.starting)
+    group.starting = []
+    CLOCK.role(group.name, ray.get([actor.startup_times.remote() for actor in group.actors]))

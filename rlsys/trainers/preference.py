@@ -22,7 +22,7 @@ from rlsys.loop.checkpoints import Checkpoints
 from rlsys.loop.run_folder import base_model_path, prepare_output_dir
 from rlsys.loop.steps import run_steps
 from rlsys.models.builders import load_tokenizer
-from rlsys.roles.train_group import start_train_group
+from rlsys.roles.train_group import start_train_group, wait_ready
 from rlsys.trainers.held_out import HeldOut
 
 SHOWN = ("loss", "accuracy", "margin", "chosen_reward", "rejected_reward", "chosen_score", "rejected_score",
@@ -85,9 +85,11 @@ class PreferenceController:
         if self.online:  # vLLM loads while the trainers set up
             self.online.start()
         role = "policy" if self.dpo else "reward"
-        self.model = start_train_group(role, cfg, self.model_path, self.device, trainable=True, resources=c.policy)
-        if self.with_reference:
+        self.model = start_train_group(role, cfg, self.model_path, self.device, trainable=True, resources=c.policy,
+                                       wait=False)
+        if self.with_reference:  # loads beside the trained model
             self.reference = start_train_group("reference", cfg, self.model_path, self.device, trainable=False)
+        wait_ready(self.model)
 
     def stop(self) -> None:
         for group in (self.model, self.reference):
