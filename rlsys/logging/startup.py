@@ -80,8 +80,8 @@ class StartupClock:
 
     @contextmanager
     def phase(self, name: str):
-        """A phase that begins now (what came before it goes to `other`)."""
-        self.lap("other")
+        """A phase that begins now: what came before it was the controller's set-up (some start Ray in theirs)."""
+        self.lap("setup")
         yield
         self.lap(name)
 
@@ -117,24 +117,24 @@ class StartupClock:
     def summary(self, startup: dict[str, float]) -> str:
         phases = ", ".join(f"{k} {v:.1f}" for k, v in self.phases.items() if v >= 0.05)
         roles = "; ".join(f"{role} ready at {t['ready_at'] - self.began:.1f} ("
-                          + ", ".join(f"{k} {v:.1f}" for k, v in t.items() if k != "ready_at") + ")"
+                          + ", ".join(f"{k} {v:.1f}" for k, v in t.items() if k != "ready_at" and v >= 0.05) + ")"
                           for role, t in self.roles.items())
         return (f"start-up {startup['perf/startup_s']:.1f} s to the first step ({phases})"
                 + (f"; {roles}" if roles else "") + f"; first step {startup['perf/startup_first_step_s']:.1f} s")
 
-    def finished(self) -> None:
-        """The last step is logged: what follows is shutdown."""
+    def finished(self, output_dir: str) -> None:
+        """The last step is logged: the steps' seconds (with their evaluations and checkpoints) go into the job's
+        timings.json, and what follows is shutdown."""
         self.finished_at = time.time()
+        if self.first_step_began is not None:
+            self.write(output_dir, {"perf/run_s": self.finished_at - self.first_step_began}, merge=True)
 
     def shut_down(self, output_dir: str) -> float | None:
         """Shutdown is over: its seconds (from the last step logged) go into timings.json."""
         if self.finished_at is None:
             return None
         seconds = time.time() - self.finished_at
-        figures = {"perf/shutdown_s": seconds}
-        if self.first_step_began is not None:  # the steps with their evaluations and checkpoints
-            figures["perf/run_s"] = self.finished_at - self.first_step_began
-        self.write(output_dir, figures, merge=True)
+        self.write(output_dir, {"perf/shutdown_s": seconds}, merge=True)
         self.finished_at = None
         return seconds
 

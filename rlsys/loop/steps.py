@@ -68,7 +68,7 @@ class StepLoop:
         while True:
             try:
                 metrics = self.attempt()
-                CLOCK.finished()
+                CLOCK.finished(self.cfg.output_dir)
                 return metrics
             except RESTARTABLE as err:
                 if self.restarts >= self.cfg.fault_tolerance.max_restarts:
