@@ -64,8 +64,8 @@ def trl_worker(result_file: str, overrides: list[str]) -> None:
     from rlsys.config.compose import compose_job
     from rlsys.config.validate import to_typed
     from rlsys.data.job_data import prompt_rows
-    from rlsys.models.builders import load_tokenizer
     from rlsys.logging.startup import process_started
+    from rlsys.models.builders import load_tokenizer
     from rlsys.rewards import answer_match
     from rlsys.trainers.held_out import HeldOut
 

@@ -49,15 +49,17 @@ def slowest(per_rank: list[dict[str, float]]) -> dict[str, float]:
 
 class StartupClock:
     def __init__(self) -> None:
-        self.jobs = -1
-        self.begin(time.time())
-        self.jobs = 0  # none begun yet: the first one counts from the process start
+        self.jobs = 0  # begun in this process: the first one counts from the process start
+        self._reset(time.time())
 
     def begin(self, began: float | None = None) -> None:
         """A new job in this process, begun at `began` (by default the process start for the first job, else now)."""
         if began is None:
             began = process_started() if self.jobs == 0 else time.time()
         self.jobs += 1
+        self._reset(began)
+
+    def _reset(self, began: float) -> None:
         self.began = self.last = began
         self.phases: dict[str, float] = {}
         self.roles: dict[str, dict[str, float]] = {}

@@ -52,14 +52,20 @@ def lean_transformers() -> None:
 PLAIN_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")
 
 
-def load_tokenizer(path: str):
+def declares_plain_tokenizer(folder: Path) -> bool:
     import json
 
+    try:
+        declared = json.loads((folder / "tokenizer_config.json").read_text() or "{}").get("tokenizer_class")
+    except (OSError, ValueError, AttributeError):  # none, or damaged: AutoTokenizer says what is wrong
+        return False
+    return declared in PLAIN_TOKENIZERS and (folder / "tokenizer.json").is_file()
+
+
+def load_tokenizer(path: str):
     lean_transformers()
     folder = check_model_dir(path)
-    declared = folder / "tokenizer_config.json"
-    plain = declared.is_file() and json.loads(declared.read_text() or "{}").get("tokenizer_class") in PLAIN_TOKENIZERS
-    if plain and (folder / "tokenizer.json").is_file():
+    if declares_plain_tokenizer(folder):
         from transformers import PreTrainedTokenizerFast as Tokenizer
     else:
         from transformers import AutoTokenizer as Tokenizer
