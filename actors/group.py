@@ -22,6 +22,8 @@ import ray
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from rlsys.logging.startup import CLOCK
+
 ALL, SPLIT, RANK0 = "all", "split", "rank0"
 
 
@@ -162,6 +164,15 @@ class ActorGroup:
         if method.startswith("_"):
             raise AttributeError(method)
         return lambda *args, **kwargs: self.submit(method, *args, **kwargs).result()
+
+    def wait_ready(self) -> None:
+        """The calls in `starting` (the ranks' model loads) are done, a failed one raised here, and the ranks' start
+        (`startup_times`) is in the start-up report."""
+        if not self.starting:
+            return
+        ray.get(self.starting)
+        self.starting = []
+        CLOCK.role(self.name, ray.get([actor.startup_times.remote() for actor in self.actors]))
 
     def locations(self) -> list[dict]:
         return ray.get([actor.location.remote() for actor in self.actors])

@@ -15,7 +15,7 @@ from rlsys.actors.weight_sync import resolve as resolve_weight_sync
 from rlsys.config.jobs import uses_critic, uses_reference
 from rlsys.roles.engines import rollout_placement, rollout_spec, start_judge_engines
 from rlsys.roles.reward_actors import RewardActors, start_reward_actors
-from rlsys.roles.train_group import start_train_group, wait_ready
+from rlsys.roles.train_group import start_train_group
 
 
 @dataclass
@@ -76,11 +76,11 @@ def start_roles(cfg, model_path: str, device: str) -> RLRoles:
         trainers = [started[name] for name in ("policy", "reference", "critic") if name in started]
         if c.colocate:  # on a shared device vLLM sizes its cache from what the trainers left free
             for group in trainers:
-                wait_ready(group)
+                group.wait_ready()
             started["rollout"] = rollout()
         start_reward_actors(cfg, device, rewards, lambda: start_judge_engines(cfg, device))
         for group in trainers:  # they load their models side by side (a no-op when colocated: done above)
-            wait_ready(group)
+            group.wait_ready()
         started["rollout"].wait_ready()
     except BaseException:
         for group in started.values():

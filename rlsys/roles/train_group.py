@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import os
 
-import ray
 from omegaconf import OmegaConf
 
 from rlsys.actors.cluster import place_group
 from rlsys.actors.group import ActorGroup
 from rlsys.actors.train_worker import TrainWorker, WorkerSpec
 from rlsys.engine.engine import EngineSettings
-from rlsys.logging.startup import CLOCK
 from rlsys.models.builders import resolve_dtype
 
 
@@ -31,7 +29,7 @@ def start_train_group(role: str, cfg, model_path: str, device: str, *, trainable
 
     Sized by `cluster.<role>` unless `resources` says otherwise (the trained model of rm is sized by cluster.policy).
     With wait=False it returns while the ranks still load their models (other roles start meanwhile), and
-    `wait_ready(group)` waits for them.
+    `group.wait_ready()` waits for them.
     """
     resources = resources or cfg.cluster[role]
     placement = placement or place_group(role, resources, device, cfg.cluster)
@@ -48,14 +46,5 @@ def start_train_group(role: str, cfg, model_path: str, device: str, *, trainable
     address = group.actors[0].node_address.remote()  # every rank's setup waits for it, not the driver
     group.starting = [actor.setup.remote(rank, group.world_size, address) for rank, actor in enumerate(group.actors)]
     if wait:
-        wait_ready(group)
+        group.wait_ready()
     return group
-
-
-def wait_ready(group: ActorGroup) -> None:
-    """Every rank of a group started with wait=False has its model loaded (a failed load raises here)."""
-    if not group.starting:
-        return
-    ray.get(group.starting)
-    group.starting = []
-    CLOCK.role(group.name, ray.get([actor.startup_times.remote() for actor in group.actors]))

@@ -22,7 +22,7 @@ from rlsys.loop.checkpoints import Checkpoints
 from rlsys.loop.run_folder import base_model_path, prepare_output_dir
 from rlsys.loop.steps import run_steps
 from rlsys.models.builders import load_tokenizer
-from rlsys.roles.train_group import start_train_group, wait_ready
+from rlsys.roles.train_group import start_train_group
 from rlsys.trainers.held_out import HeldOut
 
 SHOWN = ("loss", "accuracy", "margin", "chosen_reward", "rejected_reward", "chosen_score", "rejected_score",
@@ -89,7 +89,7 @@ class PreferenceController:
                                        wait=False)
         if self.with_reference:  # loads beside the trained model
             self.reference = start_train_group("reference", cfg, self.model_path, self.device, trainable=False)
-        wait_ready(self.model)
+        self.model.wait_ready()
 
     def stop(self) -> None:
         for group in (self.model, self.reference):
