@@ -23,13 +23,14 @@ from rlsys.engine.engine import EngineSettings
 from rlsys.logging.startup import ActorClock
 from rlsys.models.builders import end_of_turn_ids
 
-ROLE_MODEL = {"policy": "causal_lm", "reference": "causal_lm", "critic": "value", "reward": "reward"}
+ROLE_MODEL = {"policy": "causal_lm", "reference": "causal_lm", "teacher": "causal_lm", "critic": "value",
+              "reward": "reward"}
 
 
 @dataclass(frozen=True)
 class WorkerSpec:
     """One rank's model and engine, built from the config by rlsys.roles.train_group."""
-    role: str  # policy | reference | critic | reward
+    role: str  # policy | reference | teacher | critic | reward
     model_path: str
     device: str  # cpu | cuda
     trainable: bool

@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
         print_usage()
         return
 
-    from rlsys.config.compose import CONFIG_DIR, adding_free_form_keys, register_schema
+    from rlsys.config.compose import CONFIG_DIR, adding_free_form_keys, implied_presets, register_schema
     from rlsys.config.validate import check_overrides
     from rlsys.errors import ConfigError
 
@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> None:
 
     register_schema()
     values = set(key_value_overrides(overrides))
-    sys.argv = [f"rlsys {job}", *(adding_free_form_keys(a) if a in values else a for a in overrides)]
+    sys.argv = [f"rlsys {job}", *implied_presets(job, list(values)),
+                *(adding_free_form_keys(a) if a in values else a for a in overrides)]
     hydra.main(config_path=str(CONFIG_DIR), config_name=job, version_base=None)(run_job)()
 
 

@@ -44,6 +44,15 @@ def adding_free_form_keys(override: str) -> str:
     return "++" + override
 
 
+def implied_presets(job: str, overrides: list[str]) -> list[str]:
+    """Preset choices a setting implies, unless the overrides pick that group themselves: on-policy
+    distillation trains like RL, so `rlsys distill distill.on_policy=true` takes trainer=distill_on_policy."""
+    values = {o.partition("=")[0].lstrip("+"): o.partition("=")[2].strip().lower() for o in overrides if "=" in o}
+    if job == "distill" and values.get("distill.on_policy") == "true" and "trainer" not in values:
+        return ["trainer=distill_on_policy"]
+    return []
+
+
 def register_schema() -> None:
     """Make the typed schema the first default of every preset, so Hydra checks what it composes."""
     ConfigStore.instance().store(name="rlsys_schema", node=JobConfig)
@@ -52,7 +61,7 @@ def register_schema() -> None:
 def compose_job(job: str, overrides: list[str] | None = None) -> DictConfig:
     """The config `rlsys JOB overrides...` would run with (not yet checked: see validate.to_typed)."""
     register_schema()
-    overrides = [adding_free_form_keys(o) for o in overrides or []]
+    overrides = [*implied_presets(job, overrides or []), *(adding_free_form_keys(o) for o in overrides or [])]
     if GlobalHydra.instance().is_initialized():
         return compose(config_name=job, overrides=overrides)
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):

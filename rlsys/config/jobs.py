@@ -52,6 +52,16 @@ def uses_reference(cfg) -> bool:
     return cfg.job in ("grpo", "ppo") and cfg.algo.kl_coef > 0
 
 
+def trains_on_policy(cfg) -> bool:
+    """Jobs run by the RL controller: GRPO, PPO, and on-policy distillation."""
+    return cfg.job in ("grpo", "ppo") or (cfg.job == "distill" and cfg.distill.on_policy)
+
+
+def uses_teacher(cfg) -> bool:
+    """A teacher scores the sampled tokens: on-policy distillation, or GRPO / PPO given distill.teacher."""
+    return trains_on_policy(cfg) and bool(cfg.distill.teacher) and cfg.distill.teacher_kl_coef > 0
+
+
 def uses_critic(cfg) -> bool:
     return cfg.job in ("grpo", "ppo") and cfg.algo.advantage == "gae"
 
@@ -128,6 +138,7 @@ def rl(cfg) -> list[list[Role]]:
     c = cfg.cluster
     trainers = [group("policy", c.policy),
                 *([group("reference", c.reference, "frozen")] if uses_reference(cfg) else []),
+                *([group("teacher", c.teacher, "frozen")] if uses_teacher(cfg) else []),
                 *([group("critic", c.critic)] if uses_critic(cfg) else [])]
     # colocated: each policy rank's bundle runs a process per trainer-side role and an engine
     placed = ([Role("colocated", c.policy.num_ranks, float(len(trainers) + 1), 1.0, "trainer",
@@ -147,7 +158,10 @@ def preference(cfg) -> list[list[Role]]:
 
 
 def distill(cfg) -> list[list[Role]]:
-    """The teacher's engines and reward actors; then the student, trained like SFT."""
+    """Offline: the teacher's engines and reward actors; then the student, trained like SFT. On-policy: the RL
+    roles, with the teacher beside the policy."""
+    if cfg.distill.on_policy:
+        return rl(cfg)
     return [[engines("teacher", cfg.rollout.num_engines, cfg), *reward_actors(cfg, cfg.reward)],
             [group("policy", cfg.cluster.policy)]]
 
@@ -184,7 +198,8 @@ JOBS: dict[str, Job] = {
     "dpo": Job("DPO / IPO / KTO / ORPO on preference data; algo.online=true: pairs of the policy's own samples",
                "rlsys.trainers.preference:train", preference),
     "distill": Job("a teacher (distill.teacher) answers the prompts, the best answers fine-tune the student "
-                   "(model.path)", "rlsys.trainers.distill:run", distill),
+                   "(model.path); distill.on_policy=true: the student samples, the teacher grades every token",
+                   "rlsys.trainers.distill:run", distill),
     "eval": Job("score checkpoints (eval.models) on data.eval by reward terms, and against eval.against by a judge",
                 "rlsys.trainers.eval_job:run", evaluation),
     "serve-reward": Job("an HTTP reward server (bearer token, size limits) over any reward: rules, model, judge",

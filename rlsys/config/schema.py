@@ -151,12 +151,13 @@ class ClusterConfig:
     colocate: bool = False  # roles share devices instead of each having its own
     policy: GroupResources = field(default_factory=lambda: GroupResources(num_ranks=2))
     reference: GroupResources = field(default_factory=GroupResources)
+    teacher: GroupResources = field(default_factory=GroupResources)  # on-policy distillation's frozen teacher
     critic: GroupResources = field(default_factory=GroupResources)
     reward: GroupResources = field(default_factory=GroupResources)
     # role -> a custom Ray resource its bundles need, pinning the role to the nodes that offer it, e.g.
     # `ray start ... --resources='{"gpu_a": 8}'` and cluster.node_labels.rollout=gpu_a
     node_labels: Dict[str, Optional[str]] = field(
-        default_factory=lambda: {role: None for role in ("policy", "reference", "critic", "rollout")})
+        default_factory=lambda: {role: None for role in ("policy", "reference", "teacher", "critic", "rollout")})
 
 
 @dataclass
@@ -298,12 +299,20 @@ class ServeConfig:
 
 @dataclass
 class DistillConfig:
-    """`rlsys distill`: a teacher answers the prompts, the best answers become SFT data for the student."""
-    teacher: Optional[str] = None  # the teacher's model folder (the student is model.path)
-    n_samples: int = 4  # answers per prompt; more than one gives rejection sampling against the reward
-    temperature: float = 0.7
-    keep: str = one_of("best", "all")  # best: one answer per prompt; all: every answer that passes min_reward
-    min_reward: Optional[float] = None  # drop answers scored below this (None keeps the best of every prompt)
+    """`rlsys distill`: a teacher's knowledge moves into the student (model.path).
+
+    Offline (the default): the teacher answers the prompts, the best answers become SFT data for the student.
+    On-policy (on_policy=true): the student samples on the rollout engines (algo.n_samples a prompt, at
+    rollout.temperature), the teacher scores every sampled token, and the student is trained with the clipped
+    policy loss on the per-token advantage -(log p_student - log p_teacher): the reverse KL, token by token.
+    `rlsys grpo` / `rlsys ppo` with distill.teacher set add the same term to their task advantages."""
+    teacher: Optional[str] = None  # the teacher's model folder; it must share the student's tokenizer
+    on_policy: bool = False
+    teacher_kl_coef: float = 1.0  # on-policy: weight of the teacher's per-token signal (grpo / ppo: beside rewards)
+    n_samples: int = 4  # offline: answers per prompt; more than one gives rejection sampling against the reward
+    temperature: float = 0.7  # offline: the teacher's sampling temperature
+    keep: str = one_of("best", "all")  # offline: best: one answer per prompt; all: every answer that passes min_reward
+    min_reward: Optional[float] = None  # offline: drop answers scored below this (None keeps the best of every prompt)
 
 
 @dataclass

@@ -10,7 +10,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from rlsys.config.compose import config_groups
-from rlsys.config.jobs import JOBS, uses_environment
+from rlsys.config.jobs import JOBS, trains_on_policy, uses_environment
 from rlsys.config.schema import JobConfig
 from rlsys.config.pipeline_stages import PLANS
 from rlsys.errors import ConfigError
@@ -176,7 +176,7 @@ def check_values(cfg: DictConfig) -> None:
              f"trainer.adam_betas must be two numbers in [0, 1) and adam_eps positive, got "
              f"{list(t.adam_betas)} and {t.adam_eps}; e.g. trainer.adam_betas=[0.9,0.999].")
     _require(cfg.data.max_length > 8, f"data.max_length must be above 8, got {cfg.data.max_length}.")
-    for role in ("policy", "reference", "critic", "reward"):
+    for role in ("policy", "reference", "teacher", "critic", "reward"):
         group = cfg.cluster[role]
         _require(group.num_ranks >= 1, f"cluster.{role}.num_ranks must be at least 1, got {group.num_ranks}.")
         _require(group.gpus_per_rank >= 0 and group.cpus_per_rank > 0,
@@ -189,8 +189,9 @@ def check_values(cfg: DictConfig) -> None:
     _require(0 < cfg.rollout.top_p <= 1, f"rollout.top_p must be in (0, 1], got {cfg.rollout.top_p}.")
     e = cfg.env
     if uses_environment(cfg):
-        _require(cfg.job in ("grpo", "ppo", "sft", "pretrain"), f"env is set, but `rlsys {cfg.job}` does not play "
-                 f"episodes; environments are for grpo and ppo (and sft / pretrain, for their demonstrations).")
+        _require(trains_on_policy(cfg) or cfg.job in ("sft", "pretrain"), f"env is set, but `rlsys {cfg.job}` does "
+                 f"not play episodes; environments are for grpo, ppo and on-policy distill (and sft / pretrain, for "
+                 f"their demonstrations).")
         _require(e.max_turns >= 1 and e.num_workers >= 1 and e.timeout_s >= 0 and 0 <= e.max_error_rate <= 1,
                  f"env: max_turns and num_workers must be at least 1, timeout_s zero (none) or more and "
                  f"max_error_rate in [0, 1]; got {e.max_turns}, {e.num_workers}, {e.timeout_s}, {e.max_error_rate}.")
@@ -204,8 +205,9 @@ def check_values(cfg: DictConfig) -> None:
     _require(t.max_tokens_per_micro_batch >= cfg.data.max_length,
              f"trainer.max_tokens_per_micro_batch ({t.max_tokens_per_micro_batch}) must hold one sequence of "
              f"data.max_length ({cfg.data.max_length}) tokens.")
-    if cfg.job in ("grpo", "ppo"):
+    if trains_on_policy(cfg):
         check_rl(cfg)
+    check_distill(cfg)
     check_reward_guards(cfg)
     if cfg.job == "dpo":
         _require(cfg.algo.beta > 0, f"algo.beta must be positive, got {cfg.algo.beta}.")
@@ -229,7 +231,7 @@ def check_rl(cfg: DictConfig) -> None:
     """RL settings: batch shapes, bounds, and combinations that would mean nothing (one algorithm, one name)."""
     a, t = cfg.algo, cfg.trainer
     _require(a.n_samples >= 1, f"algo.n_samples must be at least 1, got {a.n_samples}.")
-    _require(a.n_samples >= 2 or a.advantage not in ("group", "rloo"),
+    _require(a.n_samples >= 2 or a.advantage not in ("group", "rloo") or cfg.job == "distill",
              f"algo.advantage={a.advantage} compares samples of one prompt: set algo.n_samples >= 2.")
     _require(not a.dynamic_sampling or a.advantage in ("group", "rloo"),
              f"algo.dynamic_sampling keeps prompts whose samples scored differently, which only matters for "
@@ -264,6 +266,19 @@ def check_rl(cfg: DictConfig) -> None:
     _require(a.kl_controller == "fixed" or a.kl_coef > 0,
              "algo.kl_controller=adaptive scales algo.kl_coef, which is 0: give it a starting value "
              "(e.g. algo.kl_coef=0.01).")
+
+
+def check_distill(cfg: DictConfig) -> None:
+    """The teacher's settings mean something where they are given (distill itself asks for its teacher when it
+    runs, so that `rlsys distill --cfg job` works without one)."""
+    d = cfg.distill
+    _require(d.teacher_kl_coef >= 0, f"distill.teacher_kl_coef weighs the teacher's per-token signal: 0 or more, got "
+                                     f"{d.teacher_kl_coef}.")
+    _require(not d.on_policy or cfg.job == "distill",
+             f"distill.on_policy is a mode of `rlsys distill`; `rlsys {cfg.job}` takes a teacher's per-token signal "
+             f"beside its rewards with distill.teacher=PATH (weighted by distill.teacher_kl_coef).")
+    _require(not (d.on_policy and d.teacher_kl_coef == 0),
+             "on-policy distillation trains on the teacher's signal alone: distill.teacher_kl_coef must be positive.")
 
 
 def check_reward_guards(cfg) -> None:

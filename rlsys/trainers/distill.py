@@ -1,4 +1,5 @@
 """`rlsys distill`: a teacher writes the SFT data, then the student (model.path) learns it, in one command.
+(distill.on_policy=true runs the RL controller instead: rlsys/trainers/rl.py, rlsys/algorithms/distillation.py.)
 
     answers = teacher.generate(prompts, n)                vLLM engines serving distill.teacher
     scores  = reward(prompts, answers, columns)           rules, functions, reward models, remote
@@ -105,10 +106,13 @@ def write_dataset(cfg, path: Path) -> dict[str, float]:
 
 
 def run(cfg) -> dict[str, float]:
-    from rlsys.trainers import supervised
+    from rlsys.trainers import rl, supervised
 
     if not cfg.distill.teacher:
-        raise RlsysError("distill needs a teacher: distill.teacher=PATH (a Hugging Face model folder).")
+        raise RlsysError("distill needs a teacher: distill.teacher=PATH (a Hugging Face model folder; on-policy, one "
+                         "that shares the student's tokenizer).")
+    if cfg.distill.on_policy:  # the student samples, the teacher grades each token: the RL controller's loop
+        return rl.train(cfg)
     out = prepare_output_dir(cfg)
     dataset = out / DATASET
     if cfg.resume == "auto" and dataset.exists():

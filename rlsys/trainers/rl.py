@@ -7,8 +7,11 @@
                (guards: length penalty, running normalisation, clipping; monitored gold terms logged only)
                (dynamic sampling: again with new prompts until every group's rewards differ)
     old, ref = policy.logprobs(samples), reference.logprobs(samples); values = critic.values(samples)
+    teacher  = teacher.logprobs(samples)
                (concurrently, and each only when something reads it)
     adv      = advantages(rewards, old, ref, values)     pure functions in rlsys.algorithms
+               (a teacher, distill.teacher: plus -(log p_sampler - log p_teacher) on every token; on-policy
+               distillation, `rlsys distill distill.on_policy=true`: that alone)
     policy.train(...); critic.train(...)                 mini-batches x epochs (importance-weighted by the
                                                          sampler's logprobs with algo.is_correction)
     policy.send_weights(rollout)                         object store, a LoRA adapter, NCCL or CUDA IPC
@@ -28,9 +31,10 @@ from rlsys.actors.cluster import resolve_device
 from rlsys.actors.rollout import Sampling
 from rlsys.algorithms import build_kl_controller, groups_with_spread, kl_penalty, masked_mean
 from rlsys.algorithms.advantages import estimate_advantages
+from rlsys.algorithms.distillation import distill_metrics, teacher_advantages
 from rlsys.algorithms.reward_guards import RewardGuards
 from rlsys.algorithms.shaping import overlong_penalty
-from rlsys.config.jobs import uses_environment
+from rlsys.config.jobs import uses_environment, uses_teacher
 from rlsys.config.losses import PolicyLoss, ValueLoss
 from rlsys.data.batching import batch_indices, require_batch
 from rlsys.data.collate import pad
@@ -40,6 +44,7 @@ from rlsys.loop.checkpoints import Checkpoints
 from rlsys.loop.run_folder import base_model_path, prepare_output_dir
 from rlsys.loop.steps import run_steps
 from rlsys.models.builders import end_of_turn_ids, load_tokenizer
+from rlsys.models.tokenizer_match import check_same_tokenizer
 from rlsys.rewards import build_reward
 from rlsys.roles.engines import rollout_sampling
 from rlsys.roles.reward_actors import actor_terms, judge_term, reward_specs, score_samples
@@ -89,6 +94,9 @@ class RLController:
         self.reward = build_reward(self.reward_specs)  # checked now; rebuilt with its actors in start()
         self.model_path = base_model_path(cfg)
         self.tokenizer = load_tokenizer(self.model_path)
+        if uses_teacher(cfg):
+            check_same_tokenizer(self.model_path, cfg.distill.teacher)
+        self.distilling = cfg.job == "distill"  # on-policy distillation: the teacher's signal is the only one
         self.rows = prompt_rows(cfg, "train")
         # episodes' prompts are what their environment's reset() returns, rendered with its tools
         self.row_prompts = ([[]] * len(self.rows) if uses_environment(cfg)
@@ -180,8 +188,15 @@ class RLController:
             old_logp = padded(samples["old_logp"]) if self.needs_old_logp else None
             values = padded(samples["old_values"]) if roles.critic else None
             turn_rewards = rewards_before_last_turn(generated, mask.shape) if self.episodes is not None else None
-            advantages, returns = estimate_advantages(a, torch.tensor(scores, dtype=torch.float32), mask,
-                                                      old_logp, ref_logp, values, self.kl_ctl.value, turn_rewards)
+            advantages, returns = (torch.zeros_like(mask), None) if self.distilling else estimate_advantages(
+                a, torch.tensor(scores, dtype=torch.float32), mask, old_logp, ref_logp, values, self.kl_ctl.value,
+                turn_rewards)
+            distill = {}
+            if roles.teacher:  # graded against the sampler's own logprobs: the samples are its
+                sampler_logp, teacher_logp = padded(samples["behaviour_logp"]), padded(samples["teacher_logp"])
+                advantages = advantages + teacher_advantages(sampler_logp, teacher_logp, mask,
+                                                             cfg.distill.teacher_kl_coef)
+                distill = distill_metrics(sampler_logp, teacher_logp, mask)
             lengths = [len(x) for x in samples["response_ids"]]
             samples["advantages"] = ragged(advantages, lengths)
 
@@ -208,7 +223,7 @@ class RLController:
             "reward/groups_with_spread": float(np.mean([g.has_spread for g in sampled])),
             # samples that cannot move the policy; without a KL or entropy term they are not run
             "train/zero_advantage_frac": float(np.mean([not any(row) for row in samples["advantages"]])),
-            **kl_metrics,
+            **kl_metrics, **distill,
             **{f"train/{k}": v for k, v in policy_metrics.items() if not k.startswith("is/")},
             **{f"rollout/{k[3:]}": v for k, v in policy_metrics.items() if k.startswith("is/")},
             "rollout/staleness_mean": staleness, "rollout/staleness_max": staleness,
@@ -253,14 +268,16 @@ class RLController:
         return sync
 
     def forward_passes(self, samples: dict[str, list]) -> dict[str, list]:
-        """The sampler's and the reference's logprobs and the critic's values, each only when something reads
-        it; the groups compute at the same time."""
+        """The sampler's, the reference's and the teacher's logprobs and the critic's values, each only when
+        something reads it; the groups compute at the same time."""
         roles, temperature = self.roles, self.cfg.rollout.temperature
         pending = {}
         if self.needs_old_logp:
             pending["old_logp"] = roles.policy.submit("logprobs", samples, temperature)
         if roles.reference:
             pending["ref_logp"] = roles.reference.submit("logprobs", samples, temperature)
+        if roles.teacher:
+            pending["teacher_logp"] = roles.teacher.submit("logprobs", samples, temperature)
         if roles.critic:
             pending["old_values"] = roles.critic.submit("values", samples)
         return {name: next(iter(call.result().values())) for name, call in pending.items()}

@@ -349,6 +349,29 @@ def test_preference_and_judge_config_errors(rlsys, args, phrases):
 
 def test_distill_without_a_teacher(rlsys, tiny):
     assert_clear(*rlsys("distill", f"model.path={tiny}"), 1, "distill needs a teacher: distill.teacher=PATH")
+    assert_clear(*rlsys("distill", "distill.on_policy=true", f"model.path={tiny}"), 1, "distill needs a teacher")
+
+
+def test_an_on_policy_teacher_with_another_tokenizer_is_refused_naming_both(rlsys, tiny, tmp_path, capsys):
+    from rlsys.data.task import tokenizer_texts
+    from rlsys.models.tiny import build_tiny_model
+
+    texts = [f"A teacher of another family: {text[::-1]}" for text in tokenizer_texts()]  # another vocabulary
+    other = str(build_tiny_model(tmp_path / "other", texts=texts))
+    capsys.readouterr()  # the build's progress bar
+    code, err = rlsys("distill", "distill.on_policy=true", f"distill.teacher={other}", f"model.path={tiny}")
+    assert_clear(code, err, 1, f"the teacher {other} does not share the student's tokenizer ({tiny})",
+                 "tokens against the student's")
+
+
+@pytest.mark.parametrize("args, phrases", [
+    (["grpo", "distill.on_policy=true"], ["distill.on_policy is a mode of `rlsys distill`"]),
+    (["grpo", "distill.teacher_kl_coef=-1"], ["distill.teacher_kl_coef weighs the teacher's per-token signal"]),
+    (["distill", "distill.on_policy=true", "distill.teacher=x", "distill.teacher_kl_coef=0"],
+     ["on-policy distillation trains on the teacher's signal alone"]),
+])
+def test_distillation_settings_that_mean_nothing(rlsys, args, phrases):
+    assert_clear(*rlsys(*args), 2, *phrases)
 
 
 def test_reward_model_term_without_a_path(rlsys, tiny):

@@ -46,6 +46,22 @@ def test_rl_roles_follow_the_algorithm():
     assert set(roles("grpo", "env=calculator", "env.cpus_per_worker=0.5")) == {"policy", "rollout", "environments"}
 
 
+def test_a_teacher_runs_beside_the_policy_in_on_policy_distillation_and_rl_that_names_one():
+    assert roles("distill", "distill.on_policy=true", "distill.teacher=T", "cluster.teacher.num_ranks=2") == {
+        "policy": (1, 2.0, 1.0), "teacher": (2, 1.0, 1.0), "rollout": (2, 1.0, 1.0)}
+    assert set(roles("grpo", "distill.teacher=T")) == {"policy", "teacher", "rollout"}
+    assert set(roles("grpo", "distill.teacher=T", "distill.teacher_kl_coef=0")) == {"policy", "rollout"}
+    assert set(roles("grpo")) == {"policy", "rollout"}
+
+
+def test_on_policy_distillation_trains_with_the_rl_presets_unless_told_otherwise():
+    on_policy = to_typed(compose_job("distill", ["distill.on_policy=true"]))
+    assert (on_policy.trainer.lr, on_policy.trainer.max_steps, on_policy.rollout.num_engines) == (1.5e-4, 50, 2)
+    assert to_typed(compose_job("distill", ["distill.on_policy=true", "trainer.lr=3e-4"])).trainer.lr == 3e-4
+    assert to_typed(compose_job("distill", ["distill.on_policy=true", "trainer=sft"])).trainer.max_steps == 30
+    assert to_typed(compose_job("distill")).trainer.lr == 1e-3  # offline: the student's SFT
+
+
 def test_colocated_roles_share_one_bundle_per_policy_rank():
     found = roles("ppo", "cluster=colocate")
     assert found == {"colocated": (2, 4.0, 1.0)}, "policy, reference, critic and the engines on each of 2 devices"

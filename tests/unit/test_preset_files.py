@@ -30,7 +30,9 @@ def schema_value(key: str):
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_presets_set_only_what_differs_from_the_schema(path):
-    group = "" if path.parent in (CONFIGS, CONFIGS / "env") else f"{path.parent.name}."  # env presets set any key
+    # env presets, and others marked `@package _global_`, set any key
+    any_key = path.parent in (CONFIGS, CONFIGS / "env") or path.read_text().startswith("# @package _global_")
+    group = "" if any_key else f"{path.parent.name}."
     data = yaml.safe_load(path.read_text()) or {}
     restated = [key for key, value in leaves(data) if not key.startswith(("defaults", "hydra")) and key != "job"
                 and schema_value(group + key) == value]
