@@ -17,13 +17,13 @@ def tokenizer_difference(student, teacher) -> str | None:
     return None
 
 
-def check_same_tokenizer(student_path: str, teacher_path: str) -> None:
-    """One line naming both models when their tokenizers differ (before any actor starts)."""
+def check_same_tokenizer(student, student_path: str, teacher_path: str) -> None:
+    """One line naming both models when the teacher's tokenizer differs from the student's (loaded already)."""
     from rlsys.errors import ConfigError
     from rlsys.models.builders import check_model_dir, load_tokenizer
 
     check_model_dir(teacher_path)
-    difference = tokenizer_difference(load_tokenizer(student_path), load_tokenizer(teacher_path))
+    difference = tokenizer_difference(student, load_tokenizer(teacher_path))
     if difference:
         raise ConfigError(f"the teacher {teacher_path} does not share the student's tokenizer ({student_path}): "
                           f"{difference}. A teacher grades the student's tokens by id: pick a teacher of the "

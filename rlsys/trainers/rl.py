@@ -95,7 +95,7 @@ class RLController:
         self.model_path = base_model_path(cfg)
         self.tokenizer = load_tokenizer(self.model_path)
         if uses_teacher(cfg):
-            check_same_tokenizer(self.model_path, cfg.distill.teacher)
+            check_same_tokenizer(self.tokenizer, self.model_path, cfg.distill.teacher)
         self.distilling = cfg.job == "distill"  # on-policy distillation: the teacher's signal is the only one
         self.rows = prompt_rows(cfg, "train")
         # episodes' prompts are what their environment's reset() returns, rendered with its tools
