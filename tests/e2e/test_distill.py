@@ -60,16 +60,14 @@ def test_on_policy_distillation_pulls_the_student_to_the_teacher(on_policy_run):
 
 def test_on_policy_distillation_resumes_exactly(pretrained, sft_model, on_policy_run, tmp_path):
     """The run's folder as a crash after step 5 would leave it: resume=auto logs steps 5-8 as the run did."""
-    from tests.e2e.test_fault_tolerance import as_crashed_after_step_5
+    from tests.e2e.test_fault_tolerance import as_crashed_after_step_5, assert_same_steps
 
     crashed = tmp_path / "distill"
     as_crashed_after_step_5(on_policy_run[0], crashed)
     resumed = on_policy(pretrained, sft_model, crashed, "trainer.eval_every=4", "resume=auto")
     expected = on_policy_run[1]
     assert [m["step"] for m in resumed] == [m["step"] for m in expected], "no step lost or repeated"
-    for a, b in zip(expected[4:], resumed[4:]):
-        for key in COMPARED:
-            assert b[key] == pytest.approx(a[key], abs=1e-6), f"step {a['step']}: {key} {a[key]} != {b[key]}"
+    assert_same_steps(expected, resumed, first_step=5, keys=COMPARED)
 
 
 def test_the_teacher_is_never_trained(pretrained, sft_model, tmp_path):

@@ -37,9 +37,9 @@ def grpo(pretrained, out, *overrides: str) -> list[dict]:
                    "cluster.policy.num_ranks=2", "cluster.policy.cpus_per_rank=1", *overrides)
 
 
-def assert_same_steps(expected: list[dict], actual: list[dict], first_step: int) -> None:
+def assert_same_steps(expected: list[dict], actual: list[dict], first_step: int, keys=COMPARED) -> None:
     for a, b in zip(expected[first_step - 1:], actual[first_step - 1:]):
-        for key in COMPARED:
+        for key in keys:
             assert b[key] == pytest.approx(a[key], abs=1e-6), f"step {a['step']}: {key} {a[key]} != {b[key]}"
 
 
