@@ -168,11 +168,14 @@ class ActorGroup:
     def wait_ready(self) -> None:
         """The calls in `starting` (the ranks' model loads) are done, a failed one raised here, and the ranks' start
         (`startup_times`) is in the start-up report."""
+        from rlsys import watchdog
+
         if not self.starting:
             return
-        ray.get(self.starting)
+        watchdog.get(self.starting, role=self.name, call="model load", kind="start_s")
         self.starting = []
-        CLOCK.role(self.name, ray.get([actor.startup_times.remote() for actor in self.actors]))
+        CLOCK.role(self.name, watchdog.get([actor.startup_times.remote() for actor in self.actors], role=self.name,
+                                           call="startup_times()", kind="start_s"))
 
     def locations(self) -> list[dict]:
         return ray.get([actor.location.remote() for actor in self.actors])

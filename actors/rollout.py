@@ -17,6 +17,7 @@ import ray
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from rlsys import watchdog
+from rlsys.actors.engine_args import engine_env, engine_kwargs
 from rlsys.actors.group import Placement, actor_location, release
 from rlsys.logging.startup import CLOCK, ActorClock
 
@@ -51,16 +52,9 @@ class VLLMEngine:
     def __init__(self, spec: RolloutSpec):
         self.clock = ActorClock()
         self.clock.lap("process")
-        if spec.device == "cpu":
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
-            # In this process: a separate engine process's worker spins on its message queue for a second
-            # after every call, taking a core from the trainers on a small machine.
-            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-            # Eager mode still torch.compiles the sampler's logprob-rank count; on CPU that compile costs about
-            # 4 s of the first generate per engine, more than the eager op costs in a whole run.
-            os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
-        from rlsys.models.builders import lean_transformers, resolve_dtype
+        for name, value in engine_env(spec).items():  # also set by the actor's runtime env; kept if given
+            os.environ.setdefault(name, value)
+        from rlsys.models.builders import lean_transformers
 
         lean_transformers()
         import vllm
@@ -69,22 +63,7 @@ class VLLMEngine:
         self.spec = spec
         self.adapter = None  # adapter sync: the LoRA request every generate carries
         self.adapter_dir = tempfile.TemporaryDirectory(prefix="rlsys-adapter-")
-        extra = {}
-        if spec.weight_sync == "adapter":
-            ranks = [1, 8, 16, 32, 64, 128, 256, 320, 512]  # the ranks vLLM compiles for
-            extra.update(enable_lora=True, max_loras=1, max_lora_rank=next(r for r in ranks if r >= spec.lora_rank))
-        if spec.weight_sync in ("nccl", "ipc"):
-            extra["weight_transfer_config"] = {"backend": spec.weight_sync}
-        # Per-request seeds make samples a function of (weights, prompt, seed): a resumed run draws exactly
-        # what it would have. vLLM's CPU sampler cannot rewind a seeded generator when it discards the token of
-        # a partial prefill chunk ("CPU Generator does not use offset"), so on CPU prefills are not chunked.
-        self.llm = vllm.LLM(
-            model=spec.model_path, dtype=str(resolve_dtype(spec.dtype, spec.device)).replace("torch.", ""),
-            seed=spec.seed, max_model_len=spec.max_model_len, tensor_parallel_size=spec.tensor_parallel_size,
-            gpu_memory_utilization=spec.gpu_memory_utilization, enforce_eager=spec.device == "cpu",
-            enable_sleep_mode=spec.enable_sleep, worker_extension_cls="rlsys.actors.vllm_extension.WeightReceiver",
-            logprobs_mode="processed_logprobs", enable_prefix_caching=False,
-            enable_chunked_prefill=False if spec.device == "cpu" else None, **extra)
+        self.llm = vllm.LLM(**engine_kwargs(spec))
         self.clock.lap("engine")
 
     def generate(self, prompt_ids: list[list[int]], sampling: Sampling,
@@ -167,10 +146,15 @@ class VLLMEngine:
         return self.clock.report()
 
     def sleep(self) -> None:
-        self.llm.sleep(level=1)
+        """Weights to host memory, KV cache freed (level 1): the trainers get the GPU."""
+        if self.spec.enable_sleep:
+            self.llm.sleep(level=1)
 
-    def wake_up(self) -> None:
-        self.llm.wake_up()
+    def wake_up(self, tags: list[str] | None = None) -> None:
+        """Back on the GPU: `weights` first (to receive new ones), `kv_cache` once the transfer's buffers are
+        freed; None: both."""
+        if self.spec.enable_sleep:
+            self.llm.wake_up(tags=tags)
 
 
 class HFEngine:
@@ -254,7 +238,7 @@ class HFEngine:
     def sleep(self) -> None:
         pass
 
-    def wake_up(self) -> None:
+    def wake_up(self, tags: list[str] | None = None) -> None:
         pass
 
 
@@ -273,24 +257,35 @@ def sample_seed(*parts: int) -> int:
 
 
 class RolloutGroup:
-    """Engines on their own devices; prompts go out in chunks to whichever engine is free (load-based)."""
+    """Engines on their own devices; prompts go out in chunks to whichever engine is free (load-based).
 
-    def __init__(self, backend: str, spec: RolloutSpec, placement: Placement, env: dict[str, str] | None = None,
-                 name: str = "rollout"):
-        remote_cls = ray.remote(ENGINES[backend])
-        self.name = name  # the role, in start-up timings
+    Every call into the engines has a deadline (`watchdog.*_s`): a hung engine stops the run with a line that
+    names the call, never a silent wait."""
+
+    def __init__(self, backend: str | type, spec: RolloutSpec, placement: Placement,
+                 env: dict[str, str] | None = None, name: str = "rollout"):
+        engine_cls = ENGINES[backend] if isinstance(backend, str) else backend  # a class: tests' stand-ins
+        remote_cls = ray.remote(engine_cls)
+        self.name = name  # the role, in start-up timings and the watchdog's messages
         self.placement = placement
+        self.spec = spec
+        env = {**(engine_env(spec) if engine_cls is VLLMEngine else {}), **(env or {})}
         self.engines = [
             remote_cls.options(num_cpus=placement.num_cpus, num_gpus=placement.num_gpus,
-                               runtime_env={"env_vars": env or {}},
+                               runtime_env={"env_vars": env},
                                scheduling_strategy=PlacementGroupSchedulingStrategy(
                                    placement.group, placement_group_bundle_index=b)).remote(spec)
             for b in placement.bundle_indices
         ]
 
+    def _all(self, method: str, *args, kind: str) -> list:
+        """`method` on every engine, waited for up to the deadline of `kind`."""
+        refs = [getattr(e, method).remote(*args) for e in self.engines]
+        return watchdog.get(refs, role=f"{self.name} engines", call=f"{method}()", kind=kind)
+
     def wait_ready(self) -> None:
         """Engines start in the background; this returns once every one has loaded its model."""
-        CLOCK.role(self.name, ray.get([e.startup_times.remote() for e in self.engines]))
+        CLOCK.role(self.name, self._all("startup_times", kind="start_s"))
 
     def generate(self, prompt_ids: list[list[int]], sampling: Sampling, seed: int = 0) -> list[dict]:
         """n samples per prompt, in prompt order (the n samples of a prompt are contiguous).
@@ -313,7 +308,7 @@ class RolloutGroup:
                 ref = engine.generate.remote(prompt_ids[first:end], sampling, seeds)
                 running[ref] = (next_chunk, engine)
                 next_chunk += 1
-            done = watchdog.wait_one(list(running), role="rollout engines", call="generate()", kind="generate_s")
+            done = watchdog.wait_one(list(running), role=f"{self.name} engines", call="generate()", kind="generate_s")
             index, engine = running.pop(done[0])
             results[index] = ray.get(done[0])
             idle.append(engine)
@@ -321,16 +316,16 @@ class RolloutGroup:
 
     def prompt_logprobs(self, sequences: list[list[int]]) -> list[list[list[float]]]:
         """Each engine's view (for checking that a weight sync reached all of them)."""
-        return ray.get([e.prompt_logprobs.remote(sequences) for e in self.engines])
+        return self._all("prompt_logprobs", sequences, kind="forward_s")
 
     def locations(self) -> list[dict]:
-        return ray.get([e.location.remote() for e in self.engines])
+        return self._all("location", kind="start_s")
 
     def sleep(self) -> None:
-        ray.get([e.sleep.remote() for e in self.engines])
+        self._all("sleep", kind="sync_s")
 
-    def wake_up(self) -> None:
-        ray.get([e.wake_up.remote() for e in self.engines])
+    def wake_up(self, tags: list[str] | None = None) -> None:
+        self._all("wake_up", tags, kind="sync_s")
 
     def kill(self) -> None:
         for engine in self.engines:

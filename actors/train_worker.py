@@ -293,6 +293,21 @@ class TrainWorker:
             getattr(model, "generation_config", None) and model.generation_config.save_pretrained(folder)
         return folder
 
+    # ---- colocation: the GPU handed to the rollout engines and back (rlsys/roles/handoff.py) -----------------
+    @dispatch(ALL, deadline="sync_s")
+    def offload_states(self) -> bool:
+        return self.engine.offload_states()
+
+    @dispatch(ALL, deadline="sync_s")
+    def reload_states(self) -> None:
+        self.engine.reload_states()
+
+    @dispatch(ALL, deadline="sync_s")
+    def empty_cache(self) -> None:
+        """The allocator's cached blocks (a transfer's buffers) back to the device, for the engines' KV cache."""
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
     @dispatch(RANK0, deadline="sync_s")
     def send_weights(self, engines: list, sync: WeightSync) -> dict[str, float]:
         """The current weights to the rollout engines, by `sync.kind` (actors/weight_sync.py). NCCL and IPC

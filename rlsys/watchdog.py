@@ -18,7 +18,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutErro
 
 from rlsys.errors import RlsysError
 
-KINDS = ("generate_s", "reward_s", "forward_s", "train_s", "sync_s", "load_s")
+KINDS = ("generate_s", "reward_s", "forward_s", "train_s", "sync_s", "load_s", "start_s")
 DEFAULTS = {kind: 1800.0 for kind in KINDS}
 _limits: dict[str, float] = dict(DEFAULTS)
 

@@ -333,6 +333,7 @@ class WatchdogConfig:
     train_s: float = 1800.0  # one optimizer step (and checkpoint save/load)
     sync_s: float = 600.0  # sending the policy's weights to the rollout engines
     load_s: float = 120.0  # importing user code the config names (reward functions, environments)
+    start_s: float = 1800.0  # a role's actors starting: model load, DeepSpeed or vLLM engine set-up
 
 
 @dataclass

@@ -241,6 +241,8 @@ def check_rl(cfg: DictConfig) -> None:
     _require(k == 0 or not cfg.cluster.colocate,
              "rollout.max_staleness > 0 samples while the policy trains, which needs engines on devices of "
              "their own: set cluster.colocate=false, or rollout.max_staleness=0.")
+    if cfg.cluster.colocate:
+        check_colocation(cfg)
     _require(a.is_cap > 0 and 0 <= a.is_low < a.is_high,
              f"algo.is_cap must be positive and 0 <= algo.is_low < algo.is_high, got {a.is_cap}, "
              f"{a.is_low}, {a.is_high}.")
@@ -266,6 +268,19 @@ def check_rl(cfg: DictConfig) -> None:
     _require(a.kl_controller == "fixed" or a.kl_coef > 0,
              "algo.kl_controller=adaptive scales algo.kl_coef, which is 0: give it a starting value "
              "(e.g. algo.kl_coef=0.01).")
+
+
+def check_colocation(cfg: DictConfig) -> None:
+    """Engines on the trainers' devices: one engine per policy rank at most, each on one device."""
+    r, ranks = cfg.rollout, cfg.cluster.policy.num_ranks
+    _require(r.tensor_parallel_size == 1,
+             f"rollout.tensor_parallel_size={r.tensor_parallel_size} spreads an engine over several GPUs, but a "
+             f"colocated engine shares one policy rank's GPU: set rollout.tensor_parallel_size=1, or "
+             f"cluster.colocate=false.")
+    _require(r.num_engines <= ranks,
+             f"rollout.num_engines={r.num_engines} colocated engines would share {ranks} policy device(s), two "
+             f"engines on one: set rollout.num_engines to at most cluster.policy.num_ranks ({ranks}), or "
+             f"cluster.colocate=false.")
 
 
 def check_distill(cfg: DictConfig) -> None:

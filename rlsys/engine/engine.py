@@ -84,6 +84,7 @@ class TrainEngine:
 
         self.settings = settings
         self.trainable = trainable
+        self.offloaded = False  # optimizer states in host memory while colocated engines have the GPU
         if not trainable:
             model.requires_grad_(False)
         if not trainable and settings.zero_stage < 3:
@@ -130,9 +131,46 @@ class TrainEngine:
         inputs = {k: v.to(self.settings.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
         return (self.engine or self.module)(**inputs)
 
+    def offload_states(self) -> bool:
+        """Optimizer states, fp32 master weights and gradient buffers to host memory, for colocated engines to
+        use the GPU; the weights stay (they are sent to the engines). False: nothing to move (a CPU run, a
+        frozen model, states DeepSpeed already keeps on the host)."""
+        s = self.settings
+        if self.offloaded or s.device != "cuda" or self.engine is None or not self.trainable or s.offload_optimizer:
+            return False
+        optimizer = self.engine.optimizer
+        if hasattr(optimizer, "offload_states") and not s.offload_params:  # ZeRO 1-3
+            from deepspeed.runtime.zero.offload_config import OffloadStateTypeEnum as State
+
+            self.engine.offload_states(include=[State.optim_states, State.hp_params, State.lp_grads,
+                                                State.contiguous_grad_buffer], pin_memory=True)
+        else:  # ZeRO 0: torch's optimizer
+            _move_optimizer_state(optimizer, "cpu")
+        self.offloaded = True
+        torch.cuda.empty_cache()
+        return True
+
+    def reload_states(self) -> None:
+        if not self.offloaded:
+            return
+        optimizer = self.engine.optimizer
+        if hasattr(optimizer, "offload_states") and not self.settings.offload_params:
+            self.engine.reload_states()
+        else:
+            _move_optimizer_state(optimizer, self.settings.device)
+        self.offloaded = False
+
     def save_checkpoint(self, folder: str, client_state: dict | None = None) -> None:
         self.engine.save_checkpoint(folder, tag="deepspeed", client_state=client_state or {}, save_latest=False)
 
     def load_checkpoint(self, folder: str) -> dict:
         _, client_state = self.engine.load_checkpoint(folder, tag="deepspeed")
         return client_state or {}
+
+
+def _move_optimizer_state(optimizer, device: str) -> None:
+    inner = getattr(optimizer, "optimizer", optimizer)  # DeepSpeed's wrappers hold torch's optimizer
+    for state in inner.state.values():
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.dim() > 0:  # Adam's step counters stay where they are
+                state[key] = value.to(device, non_blocking=False)

@@ -23,34 +23,62 @@ def is_peft(model: torch.nn.Module) -> bool:
     return hasattr(model, "peft_config")
 
 
-def _merged_lora_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
-    """Base weights with each LoRA delta (B @ A * scale) added, named as in the base model."""
+def _hf_params(model: torch.nn.Module) -> Iterator[tuple[str, torch.nn.Parameter, torch.nn.Module | None]]:
+    """(Hugging Face name, parameter, its unmerged LoRA layer or None) for every weight a checkpoint holds, tied
+    ones under each of their names; LoRA's own A and B are not weights of the base model."""
+    if not is_peft(model):
+        for name, param in model.named_parameters(remove_duplicate=False):
+            yield name, param, None
+        return
     from peft.tuners.lora import LoraLayer
 
-    deltas = {name: module.get_delta_weight(module.active_adapters[0])
-              for name, module in model.named_modules() if isinstance(module, LoraLayer) and module.merged is False}
-    for name, tensor in model.state_dict().items():
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, LoraLayer) and m.merged is False}
+    for name, param in model.named_parameters(remove_duplicate=False):
         if "lora_" in name:
             continue
         owner = name.rsplit(".base_layer.", 1)[0] if ".base_layer." in name else None
         clean = name.replace("base_model.model.", "", 1).replace(".base_layer", "")
-        if owner in deltas and name.endswith(".weight"):
-            tensor = tensor + deltas[owner].to(tensor.dtype)
-        yield clean, tensor.detach().clone()
+        yield clean, param, layers.get(owner) if name.endswith(".weight") else None
+
+
+def hf_weight_meta(model: torch.nn.Module) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
+    """(name, dtype, full shape) of what iter_hf_weights yields, in its order, without gathering anything."""
+    return [(name, param.dtype, tuple(getattr(param, "ds_shape", param.shape))) for name, param, _ in _hf_params(model)]
+
+
+def _gathered_copy(params: list[torch.nn.Parameter], zero3: bool, copy) -> torch.Tensor:
+    """copy() with `params` gathered. Under ZeRO-3 on GPU the gather is issued on the default stream and its
+    result handed to the caller's stream: the gathers are collectives every rank must issue alike, and vLLM's
+    packed NCCL sender pulls weights inside a side stream of its own on rank 0 only (the pattern of TRL
+    PR #6798's deadlock with more than 2 ranks)."""
+    if not (zero3 and torch.cuda.is_available()):
+        with gathered(params, zero3):
+            return copy()
+    caller, default = torch.cuda.current_stream(), torch.cuda.default_stream()
+    with torch.cuda.stream(default), gathered(params, zero3):
+        tensor = copy()
+    caller.wait_stream(default)
+    tensor.record_stream(caller)
+    return tensor
 
 
 def iter_hf_weights(model: torch.nn.Module, zero3: bool = False,
                     on_device: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, full tensor) for every weight, tied ones included under each of their names; on CPU, or with
-    on_device where the model is (a copy under ZeRO-3, whose gathered weights are freed after each one)."""
-    place = (lambda t: t.clone() if zero3 else t) if on_device else (lambda t: t.to("cpu", copy=True))
-    if is_peft(model):
-        with gathered(list(model.parameters()), zero3):  # LoRA deltas need A, B and the base together
-            yield from ((n, t if on_device else t.cpu()) for n, t in _merged_lora_weights(model))
-        return
-    for name, param in model.named_parameters(remove_duplicate=False):
-        with gathered([param], zero3):
-            yield name, place(param.detach())
+    """(name, full tensor) for every weight, tied ones included under each of their names, LoRA deltas
+    (B @ A * scale) merged in; on CPU, or with on_device where the model is (a copy under ZeRO-3, whose gathered
+    weights are freed after each one). One weight (with its LoRA A and B) is gathered at a time."""
+    def place(tensor: torch.Tensor, fresh: bool) -> torch.Tensor:
+        if not on_device:
+            return tensor.to("cpu", copy=True)
+        return tensor.clone() if zero3 and not fresh else tensor
+
+    for name, param, lora in _hf_params(model):
+        if lora is None:
+            yield name, _gathered_copy([param], zero3, lambda: place(param.detach(), False))
+            continue
+        adapter = [p for n, p in lora.named_parameters() if "lora_" in n]
+        merged = lambda: param.detach() + lora.get_delta_weight(lora.active_adapters[0]).to(param.dtype)
+        yield name, _gathered_copy([param, *adapter], zero3, lambda: place(merged(), True))
 
 
 def buckets(items: Iterator[tuple[str, torch.Tensor]], bucket_bytes: int) -> Iterator[dict[str, torch.Tensor]]:
@@ -66,6 +94,11 @@ def buckets(items: Iterator[tuple[str, torch.Tensor]], bucket_bytes: int) -> Ite
         size += nbytes
     if bucket:
         yield bucket
+
+
+def largest_weight_bytes(model: torch.nn.Module) -> int:
+    """The size of the largest full weight (a transfer buffer must hold it whole)."""
+    return max(torch.Size(shape).numel() * dtype.itemsize for _, dtype, shape in hf_weight_meta(model))
 
 
 def full_state_dict(model: torch.nn.Module, zero3: bool = False) -> dict[str, torch.Tensor]:

@@ -34,9 +34,8 @@ def start_engines(cfg, model_path: str, device: str, num_engines: int, max_model
                   weight_sync: str = "object_store") -> RolloutGroup:
     """Rollout engines on devices of their own: another model than the policy (a judge, a distillation teacher),
     or the policy of a job without colocation (online DPO), its new weights arriving by `weight_sync`."""
-    env = {"VLLM_CPU_OMP_THREADS_BIND": "nobind"} if device == "cpu" else {}
     spec = rollout_spec(cfg, model_path, device, False, max_model_len, weight_sync=weight_sync)
-    return RolloutGroup(cfg.rollout.backend, spec, rollout_placement(cfg, device, num_engines), env=env)
+    return RolloutGroup(cfg.rollout.backend, spec, rollout_placement(cfg, device, num_engines))
 
 
 def rollout_sampling(cfg, stop_token_ids: list[int]) -> Sampling:

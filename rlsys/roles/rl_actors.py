@@ -57,12 +57,10 @@ def start_roles(cfg, model_path: str, device: str) -> RLRoles:
         placement = slots(c[role].num_ranks) if slots else None
         return start_train_group(role, cfg, path, device, trainable=trainable, lr=lr, placement=placement, wait=False)
 
-    env = {"VLLM_CPU_OMP_THREADS_BIND": "nobind"} if device == "cpu" else {}
-
     def rollout() -> RolloutGroup:
         placement = slots(cfg.rollout.num_engines) if slots else rollout_placement(cfg, device, cfg.rollout.num_engines)
         spec = rollout_spec(cfg, model_path, device, c.colocate, weight_sync=resolve_weight_sync(cfg, device))
-        return RolloutGroup(cfg.rollout.backend, spec, placement, env=env)
+        return RolloutGroup(cfg.rollout.backend, spec, placement)
 
     started: dict = {}  # killed again if a later role cannot start
     rewards = RewardActors()

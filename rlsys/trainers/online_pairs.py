@@ -18,6 +18,7 @@ from rlsys.actors import weight_sync
 from rlsys.actors.rollout import RolloutGroup
 from rlsys.data.batching import batch_indices, require_batch
 from rlsys.data.job_data import encode_prompts, prompt_rows
+from rlsys.errors import ConfigError
 from rlsys.models.builders import end_of_turn_ids
 from rlsys.rewards import build_reward
 from rlsys.roles.engines import rollout_sampling, start_engines, start_judge_engines
@@ -51,8 +52,10 @@ class OnlinePairs:
         self.reward = build_reward(self.specs)  # checked now; rebuilt with its actors in start()
         check_columns(self.reward, self.rows, cfg.data.train or "the embedded task's prompts", "reward")
         self.sampling = rollout_sampling(cfg, end_of_turn_ids(tokenizer))
-        self.sync = weight_sync.WeightSync(weight_sync.resolve(cfg, device),
-                                           int(cfg.rollout.weight_sync_bucket_mb * 2**20))
+        # the engines sample on GPUs of their own, whatever cluster.colocate says
+        if (problem := weight_sync.problem(cfg, device, colocated=False)) is not None:
+            raise ConfigError(problem)
+        self.sync = weight_sync.weight_sync(cfg, device, colocated=False)
         self.engines: RolloutGroup | None = None
         self.rewards = RewardActors()
         self.round: list[list[dict]] = []  # the current round's pairs, one list per step

@@ -47,6 +47,7 @@ from rlsys.models.builders import end_of_turn_ids, load_tokenizer
 from rlsys.models.tokenizer_match import check_same_tokenizer
 from rlsys.rewards import build_reward
 from rlsys.roles.engines import rollout_sampling
+from rlsys.roles.handoff import DeviceHandoff
 from rlsys.roles.reward_actors import actor_terms, judge_term, reward_specs, score_samples
 from rlsys.roles.rl_actors import RLRoles, start_roles
 from rlsys.rollouts.ahead import AheadRollouts, Batch
@@ -111,19 +112,20 @@ class RLController:
         self.episodes = episode_runner(cfg, self.tokenizer, self.model_path, stops) if uses_environment(cfg) else None
         if (problem := weight_sync.problem(cfg, self.device)) is not None:
             raise ConfigError(problem)
-        self.weight_sync = weight_sync.WeightSync(weight_sync.resolve(cfg, self.device),
-                                                  int(r.weight_sync_bucket_mb * 2**20))
+        self.weight_sync = weight_sync.weight_sync(cfg, self.device)
         self.kl_ctl = build_kl_controller(a.kl_controller, a.kl_coef, a.kl_target, a.kl_horizon)
         self.guards = RewardGuards(a)
         self.value_loss = ValueLoss.from_config(cfg)
         # One on-policy update per batch needs no forward pass for the sampling policy's logprobs.
         self.needs_old_logp = a.kl_in_reward or a.epochs > 1 or 0 < a.mini_batch_size < cfg.trainer.batch_size
         self.roles: RLRoles | None = None
+        self.handoff: DeviceHandoff | None = None  # who has shared GPUs: the trainers or the engines
         self.ahead: AheadRollouts | None = None  # async: batches sampled ahead of the trainer
 
     # ---- actors -----------------------------------------------------------------------------------------
     def start(self) -> None:
         self.roles = start_roles(self.cfg, self.model_path, self.device)
+        self.handoff = DeviceHandoff(list(self.roles.trainers().values()), self.roles.rollout, self.roles.colocated)
         # self-rewarding: the policy's engines judge, awake only while they answer
         policy_judge = lambda: judge_term(self.cfg, self.roles.rollout, self.model_path, generate=self.generate)
         self.reward = build_reward(self.reward_specs, actor_term=actor_terms(self.cfg, self.roles.rewards, policy_judge))
@@ -155,12 +157,13 @@ class RLController:
         state = Checkpoints.load(folder, self.roles.trainers())
         self.kl_ctl.load_state_dict(state["kl_controller"])
         self.guards.load_state_dict(state.get("reward_guards", {}))
-        self.roles.policy.send_weights(self.roles.rollout.engines, self.weight_sync)
+        self.handoff.to_engines(self.send_weights)
         if self.ahead is not None:  # what was sampled ahead and not trained yet goes back into the buffer
             self.ahead.start(state["step"], [batch_from_dict(b) for b in state.get("rollout_buffer", [])])
         return state["step"]
 
     def save(self, checkpoints: Checkpoints, step: int) -> None:
+        self.handoff.to_trainers()  # DeepSpeed saves the optimizer states from where they train
         buffered = [asdict(b) for b in self.ahead.buffered()] if self.ahead is not None else []
         state = {"job": self.cfg.job, "kl_controller": self.kl_ctl.state_dict(), "rollout_buffer": buffered,
                  "reward_guards": self.guards.state_dict()}
@@ -180,6 +183,7 @@ class RLController:
             generated = [out for g in groups for out in g.generated]
             samples = training_samples(groups, multi_turn=self.episodes is not None)
 
+            self.handoff.to_trainers()
             with timed(times, "ref"):
                 samples.update(self.forward_passes(samples))
 
@@ -253,19 +257,18 @@ class RLController:
 
     def publish(self, step: int, times: dict) -> dict[str, float]:
         """The updated policy's weights to the engines (async: once the batch they are sampling is done)."""
-        roles = self.roles
-
         def send() -> dict[str, float]:
             with timed(times, "sync"):
-                if roles.colocated:  # vLLM slept while the trainers had the device
-                    roles.rollout.wake_up()
-                return roles.policy.send_weights(roles.rollout.engines, self.weight_sync)
+                return self.handoff.to_engines(self.send_weights)
 
         if self.ahead is None:
             return send()
         sync, waited = self.ahead.publish(step, send)
         times["perf/trainer_idle_s"] = times.get("perf/trainer_idle_s", 0.0) + waited
         return sync
+
+    def send_weights(self) -> dict[str, float]:
+        return self.roles.policy.send_weights(self.roles.rollout.engines, self.weight_sync)
 
     def forward_passes(self, samples: dict[str, list]) -> dict[str, list]:
         """The sampler's, the reference's and the teacher's logprobs and the critic's values, each only when
@@ -368,13 +371,9 @@ class RLController:
         return lambda prompt_ids, seed: self.generate(prompt_ids, turn, seed=seed)
 
     def generate(self, prompt_ids: list[list[int]], sampling: Sampling, seed: int = 0) -> list[dict]:
-        """On shared devices vLLM is awake only while it generates."""
-        if self.roles.colocated:
-            self.roles.rollout.wake_up()
-        generated = self.roles.rollout.generate(prompt_ids, sampling, seed=seed)
-        if self.roles.colocated:
-            self.roles.rollout.sleep()
-        return generated
+        """On shared devices the engines take the GPUs first (and keep them until the trainers need them)."""
+        self.handoff.to_engines()
+        return self.roles.rollout.generate(prompt_ids, sampling, seed=seed)
 
     def score(self, batch: list[dict], completions: list[str]):
         return score_samples(self.reward, batch, completions, self.cfg.algo.n_samples)

@@ -13,7 +13,7 @@ def grpo(*overrides: str):
 @pytest.mark.parametrize("overrides, device, expected", [
     ((), "cpu", "object_store"),
     ((), "cuda", "nccl"),
-    (("cluster.colocate=true",), "cuda", "ipc"),
+    (("cluster.colocate=true", "rollout.num_engines=1"), "cuda", "ipc"),
     (("model.lora.enabled=true",), "cpu", "adapter"),
     (("model.lora.enabled=true",), "cuda", "adapter"),
     (("model.lora.enabled=true", "model.lora.target_modules=[q_proj,embed_tokens]"), "cuda", "nccl"),
