@@ -20,8 +20,9 @@ from pathlib import Path
 OUT = Path("outputs/weight_sync")
 
 
-def build_model(folder: Path, layers: int) -> str:
-    """Qwen2.5-0.5B's shapes, random weights, the tiny model's tokenizer (ids stay below its vocabulary)."""
+def build_model(folder: Path, layers: int, seed: int = 0, embed_scale: float = 1.0) -> str:
+    """Qwen2.5-0.5B's shapes, random weights, the tiny model's tokenizer (ids stay below its vocabulary).
+    embed_scale > 1 sharpens the random model's next-token distributions (its embeddings are the output layer)."""
     import torch
     import transformers
 
@@ -32,8 +33,11 @@ def build_model(folder: Path, layers: int) -> str:
     config = transformers.Qwen2Config(vocab_size=151936, hidden_size=896, intermediate_size=4864,
                                       num_hidden_layers=layers, num_attention_heads=14, num_key_value_heads=2,
                                       max_position_embeddings=512, tie_word_embeddings=True)
-    torch.manual_seed(0)
-    transformers.Qwen2ForCausalLM(config).save_pretrained(folder)
+    torch.manual_seed(seed)
+    model = transformers.Qwen2ForCausalLM(config)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.mul_(embed_scale)
+    model.save_pretrained(folder)
     return str(folder)
 
 

@@ -154,6 +154,7 @@ class RLController:
             self.ahead.stop()
             self.ahead.join()
             self.ahead = AheadRollouts(self.sample_batch, self.cfg.rollout.max_staleness, self.cfg.trainer.max_steps)
+        self.handoff.to_trainers()  # the optimizer states load where they train
         state = Checkpoints.load(folder, self.roles.trainers())
         self.kl_ctl.load_state_dict(state["kl_controller"])
         self.guards.load_state_dict(state.get("reward_guards", {}))
