@@ -68,3 +68,17 @@ def test_ppo_value_loss_falls_and_reward_rises(sft_model, tmp_path):
     assert sum(value_losses[-5:]) < 0.5 * sum(value_losses[:5]), "the critic learns the returns"
     before, after = reward_gain(metrics)
     assert after >= before + 0.2, f"reward/mean {before:.3f} -> {after:.3f}"
+
+
+def test_colocated_grpo_shares_the_policy_devices_and_raises_the_reward(sft_model, tmp_path):
+    """cluster.colocate=true: the engine on the policy's placement group, the GPUs handed over each step
+    (rlsys/roles/handoff.py; on CPU the engine's sleep and the optimizer's offload have nothing to move)."""
+    out = tmp_path / "colocated"
+    metrics = run_job("grpo", out, f"model.path={sft_model[0] / 'checkpoints' / 'final'}", SHAPED,
+                      "cluster.colocate=true", "rollout.num_engines=1", "trainer.max_steps=30", "trainer.eval_every=0",
+                      "trainer.batch_size=16")
+    placement = json.loads((out / "placement.json").read_text())
+    assert {a["placement_group"] for a in placement["policy"]} == {a["placement_group"] for a in placement["rollout"]}
+    before, after = reward_gain(metrics)
+    assert after >= before + 0.2, f"reward/mean {before:.3f} -> {after:.3f}"
+    assert all(m["perf/sync_mb"] > 0 for m in metrics if "perf/sync_mb" in m)
