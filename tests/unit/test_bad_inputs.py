@@ -67,6 +67,9 @@ def assert_clear(code: int, err: str, expected_code: int, *phrases: str) -> None
     (["ppo", "algo.critic_lr=0"], ["algo.critic_lr must be positive, got 0"]),  # as trainer.lr
     (["sft", "trainer.keep_last=0"], ["trainer.keep_last must be at least 1"]),  # it pruned the one just saved
     (["sft", "trainer.preempt_grace_s=-1"], ["trainer.preempt_grace_s must be zero or positive"]),
+    # colocated engines that would overbook a device, or span several
+    (["grpo", "cluster.colocate=true"], ["rollout.num_engines=2 colocated engines would share 1 policy device"]),
+    (["ppo", "cluster.colocate=true", "rollout.tensor_parallel_size=2"], ["rollout.tensor_parallel_size=1"]),
 ])
 def test_config_errors(rlsys, args, phrases):
     assert_clear(*rlsys(*args), 2, *phrases)
