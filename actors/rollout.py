@@ -268,7 +268,6 @@ class RolloutGroup:
         remote_cls = ray.remote(engine_cls)
         self.name = name  # the role, in start-up timings and the watchdog's messages
         self.placement = placement
-        self.spec = spec
         env = {**(engine_env(spec) if engine_cls is VLLMEngine else {}), **(env or {})}
         self.engines = [
             remote_cls.options(num_cpus=placement.num_cpus, num_gpus=placement.num_gpus,

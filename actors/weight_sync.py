@@ -80,11 +80,17 @@ def problem(cfg, device: str, colocated: bool | None = None) -> str | None:
             return (f"rollout.weight_sync=ipc shares GPU memory with engines on the trainers' GPUs, but `rlsys "
                     f"{cfg.job}` puts its engines on GPUs of their own: use nccl (or auto).")
         return "rollout.weight_sync=ipc needs engines on the trainers' GPUs: set cluster.colocate=true, or use nccl."
-    alloc = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "")
-    if kind == "ipc" and "expandable_segments:true" in alloc.replace(" ", "").lower():
+    if kind == "ipc" and (alloc := expandable_segments()):
         return (f"rollout.weight_sync=ipc cannot share memory from expandable segments (PYTORCH_CUDA_ALLOC_CONF="
                 f"{alloc}; pytorch #165685): unset it, or use rollout.weight_sync=object_store.")
     return None
+
+
+def expandable_segments() -> str | None:
+    """This process's PYTORCH_CUDA_ALLOC_CONF when it turns on expandable segments, whose memory CUDA IPC
+    cannot share."""
+    alloc = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "")
+    return alloc if "expandable_segments:true" in alloc.replace(" ", "").lower() else None
 
 
 def weight_sync(cfg, device: str, colocated: bool | None = None) -> WeightSync:
@@ -264,8 +270,7 @@ class IPCSender:
 
     def __init__(self, engines: list, rank: int, sync: WeightSync):
         self.engines, self.rank, self.sync, self.transfer = engines, rank, sync, None
-        alloc = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "")
-        if "expandable_segments:true" in alloc.replace(" ", "").lower():  # this process's, which may differ
+        if alloc := expandable_segments():  # the trainer's environment may differ from the driver's
             raise RuntimeError(f"rollout.weight_sync=ipc cannot share memory from expandable segments "
                                f"(PYTORCH_CUDA_ALLOC_CONF={alloc} in the trainer's environment): unset it.")
 

@@ -126,7 +126,7 @@ class RLController:
     def start(self) -> None:
         self.roles = start_roles(self.cfg, self.model_path, self.device)
         self.handoff = DeviceHandoff(list(self.roles.trainers().values()), self.roles.rollout, self.roles.colocated)
-        # self-rewarding: the policy's engines judge, awake only while they answer
+        # self-rewarding: the policy's engines judge (taking shared GPUs from the trainers as they generate)
         policy_judge = lambda: judge_term(self.cfg, self.roles.rollout, self.model_path, generate=self.generate)
         self.reward = build_reward(self.reward_specs, actor_term=actor_terms(self.cfg, self.roles.rewards, policy_judge))
         if self.cfg.eval.reward is None:
