@@ -86,6 +86,24 @@ def problem(cfg, device: str, colocated: bool | None = None) -> str | None:
     return None
 
 
+def moe_problem(cfg, model_path: str, device: str) -> str | None:
+    """Why new weights cannot reach this job's engines for a mixture-of-experts policy, or None.
+
+    On CPU neither engine takes an MoE's new weights (measured with vLLM 0.32): vLLM's CPU MoE kernels prepack
+    the experts at load, and reloading in place leaves them stale and the layer wrong (logprobs off by 0.13 nats
+    after re-sending unchanged weights); transformers keeps the experts fused, under other names than the ones
+    sent. Sampling from such engines would train on another policy's samples, silently."""
+    import json
+
+    config = json.loads((Path(model_path) / "config.json").read_text())
+    experts = max(config.get(k) or 0 for k in ("num_experts", "num_local_experts", "n_routed_experts"))
+    if experts and device == "cpu":
+        return (f"{model_path} is a mixture of experts ({experts} experts), and on CPU the rollout engines cannot "
+                f"take its updated weights (vLLM's CPU MoE kernels do not reload in place): train it with pretrain, "
+                f"sft, dpo or rm here, and RL on GPUs.")
+    return None
+
+
 def expandable_segments() -> str | None:
     """This process's PYTORCH_CUDA_ALLOC_CONF when it turns on expandable segments, whose memory CUDA IPC
     cannot share."""

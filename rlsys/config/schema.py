@@ -22,6 +22,8 @@ class TinyModelConfig:
     num_heads: int = 2
     intermediate_size: int = 512
     vocab_size: int = 320  # the byte-level BPE trained on the job's text (tools' JSON wants more merges)
+    num_experts: int = 0  # above 0: a Qwen3-MoE whose MLPs are this many experts (model=tiny_moe)
+    experts_per_token: int = 2  # experts each token is routed to; each expert's MLP is intermediate_size / this
 
 
 @dataclass
@@ -42,6 +44,9 @@ class ModelConfig:
     dtype: str = one_of("auto", "float32", "bfloat16", "float16")  # auto: bf16 on GPU, fp32 on CPU
     # None: transformers' default (SDPA); flash_attention_2 on GPUs with flash-attn: packed rows run varlen
     attn_implementation: Optional[str] = None
+    # mixture-of-experts models: weight of the router's load-balancing loss (None: the model config's
+    # router_aux_loss_coef, 0.001 for Qwen3-MoE); logged as train/aux_loss
+    router_aux_loss_coef: Optional[float] = None
 
 
 @dataclass

@@ -10,6 +10,8 @@ from typing import Callable
 
 import torch
 
+from rlsys.engine.moe import captured_router_logits, router_terms, routing_of
+
 LossFn = Callable[[torch.nn.Module, dict], "tuple[torch.Tensor, dict[str, float]]"]
 
 
@@ -32,6 +34,7 @@ class EngineSettings:
     adam_eps: float
     grad_clip: float
     max_tokens_per_micro_batch: int
+    router_aux_loss_coef: float | None = None  # MoE models: None takes the model config's
 
 
 def lr_lambda(settings: EngineSettings) -> Callable[[int], float]:
@@ -85,6 +88,7 @@ class TrainEngine:
         self.settings = settings
         self.trainable = trainable
         self.offloaded = False  # optimizer states in host memory while colocated engines have the GPU
+        self.routing = routing_of(model, settings.router_aux_loss_coef)  # None for a dense model
         if not trainable:
             model.requires_grad_(False)
         if not trainable and settings.zero_stage < 3:
@@ -115,7 +119,12 @@ class TrainEngine:
         totals: dict[str, float] = {}
         for batch in micro_batches:
             batch = {k: v.to(self.settings.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            loss, metrics = loss_fn(self.engine, batch)
+            with captured_router_logits(self.module, self.routing) as routers:
+                loss, metrics = loss_fn(self.engine, batch)
+            if routers.logits:  # a MoE model: its load-balancing loss trains beside every objective
+                share = float(batch["loss_weight"].sum()) if "loss_weight" in batch else 1.0 / len(micro_batches)
+                aux, router_metrics = router_terms(routers, self.routing, batch.get("attention_mask"), share)
+                loss, metrics = loss + aux, {**metrics, **router_metrics}
             self.engine.backward(loss * self.settings.world_size, scale_wrt_gas=False)
             for key, value in metrics.items():
                 totals[key] = totals.get(key, 0.0) + value

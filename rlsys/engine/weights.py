@@ -41,9 +41,24 @@ def _hf_params(model: torch.nn.Module) -> Iterator[tuple[str, torch.nn.Parameter
         yield clean, param, layers.get(owner) if name.endswith(".weight") else None
 
 
+def checkpoint_format(model: torch.nn.Module):
+    """(name, tensor) -> {checkpoint name: tensor}. transformers keeps some weights fused in memory (a MoE layer's
+    experts as one 3D tensor per projection) and saves them as checkpoints name them (a tensor per expert and
+    projection), which is what vLLM loads; other weights pass through unchanged."""
+    try:
+        from transformers.core_model_loading import revert_weight_conversion
+    except ImportError:  # a transformers without load-time conversions stores weights as it saves them
+        return lambda name, tensor: {name: tensor}
+    base = base_model(model)
+    return lambda name, tensor: revert_weight_conversion(base, {name: tensor})
+
+
 def hf_weight_meta(model: torch.nn.Module) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
     """(name, dtype, full shape) of what iter_hf_weights yields, in its order, without gathering anything."""
-    return [(name, param.dtype, tuple(getattr(param, "ds_shape", param.shape))) for name, param, _ in _hf_params(model)]
+    convert = checkpoint_format(model)
+    return [(name, tensor.dtype, tuple(tensor.shape)) for hf_name, param, _ in _hf_params(model)
+            for name, tensor in convert(hf_name, torch.empty(getattr(param, "ds_shape", param.shape),
+                                                             dtype=param.dtype, device="meta")).items()]
 
 
 def _gathered_copy(params: list[torch.nn.Parameter], zero3: bool, copy) -> torch.Tensor:
@@ -72,13 +87,15 @@ def iter_hf_weights(model: torch.nn.Module, zero3: bool = False,
             return tensor.to("cpu", copy=True)
         return tensor.clone() if zero3 and not fresh else tensor
 
+    convert = checkpoint_format(model)
     for name, param, lora in _hf_params(model):
         if lora is None:
-            yield name, _gathered_copy([param], zero3, lambda: place(param.detach(), False))
-            continue
-        adapter = [p for n, p in lora.named_parameters() if "lora_" in n]
-        merged = lambda: param.detach() + lora.get_delta_weight(lora.active_adapters[0]).to(param.dtype)
-        yield name, _gathered_copy([param, *adapter], zero3, lambda: place(merged(), True))
+            tensor = _gathered_copy([param], zero3, lambda: place(param.detach(), False))
+        else:
+            adapter = [p for n, p in lora.named_parameters() if "lora_" in n]
+            merged = lambda: param.detach() + lora.get_delta_weight(lora.active_adapters[0]).to(param.dtype)
+            tensor = _gathered_copy([param, *adapter], zero3, lambda: place(merged(), True))
+        yield from convert(name, tensor).items()
 
 
 def buckets(items: Iterator[tuple[str, torch.Tensor]], bucket_bytes: int) -> Iterator[dict[str, torch.Tensor]]:

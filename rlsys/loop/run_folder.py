@@ -40,7 +40,8 @@ def base_model_path(cfg) -> str:
                          num_layers=cfg.model.tiny.num_layers, num_heads=cfg.model.tiny.num_heads,
                          intermediate_size=cfg.model.tiny.intermediate_size, seed=cfg.seed,
                          max_position_embeddings=max(512, cfg.data.max_length, cfg.env.max_total_tokens),
-                         texts=texts, vocab_size=cfg.model.tiny.vocab_size)
+                         texts=texts, vocab_size=cfg.model.tiny.vocab_size, num_experts=cfg.model.tiny.num_experts,
+                         experts_per_token=cfg.model.tiny.experts_per_token)
     return str(folder)
 
 

@@ -125,6 +125,8 @@ def build_tiny_model(
     vocab_size: int = 320,
     rope_theta: float = 10000.0,
     tie_word_embeddings: bool = True,
+    num_experts: int = 0,
+    experts_per_token: int = 2,
 ) -> pathlib.Path:
     """Train the tokenizer, build a randomly initialised causal LM and save both to ``output_dir``.
 
@@ -140,9 +142,13 @@ def build_tiny_model(
     if hidden_size // num_heads != 64:
         raise ValueError(f"head_dim = hidden_size / num_heads = {hidden_size // num_heads}; vLLM's CPU backend "
                          "needs 64")
+    if num_experts and not 1 <= experts_per_token <= num_experts:
+        raise ValueError(f"experts_per_token must be between 1 and num_experts ({num_experts}), got {experts_per_token}")
     settings = dict(texts=texts, arch=arch, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
                     intermediate_size=intermediate_size, max_position_embeddings=max_position_embeddings, seed=seed,
                     vocab_size=vocab_size, rope_theta=rope_theta, tie_word_embeddings=tie_word_embeddings)
+    if num_experts:  # kept out of a dense model's cache key, so dense caches stay valid
+        settings.update(num_experts=num_experts, experts_per_token=experts_per_token)
     cache = tiny_model_cache(settings)
     if cache is not None and not (cache / "config.json").exists():
         staging = pathlib.Path(tempfile.mkdtemp(prefix=".building-", dir=cache.parent))
@@ -181,7 +187,7 @@ def tiny_model_cache(settings: dict) -> pathlib.Path | None:
 
 def _build(out: pathlib.Path, *, texts: list[str], arch: str, hidden_size: int, num_layers: int, num_heads: int,
            intermediate_size: int, max_position_embeddings: int, seed: int, vocab_size: int, rope_theta: float,
-           tie_word_embeddings: bool) -> pathlib.Path:
+           tie_word_embeddings: bool, num_experts: int = 0, experts_per_token: int = 2) -> pathlib.Path:
     import torch
     import transformers
 
@@ -207,7 +213,15 @@ def _build(out: pathlib.Path, *, texts: list[str], arch: str, hidden_size: int, 
         pad_token_id=ids[ENDOFTEXT],
         torch_dtype="float32",
     )
-    if arch == "qwen2":
+    if num_experts:
+        # Qwen3-MoE: every layer's MLP is `num_experts` experts, each token routed to `experts_per_token` of them;
+        # an expert's MLP is the dense one split that many ways, so a token's compute stays the dense model's.
+        config = transformers.Qwen3MoeConfig(
+            **common, head_dim=hidden_size // num_heads, num_experts=num_experts, num_experts_per_tok=experts_per_token,
+            moe_intermediate_size=max(1, intermediate_size // experts_per_token), decoder_sparse_step=1,
+            mlp_only_layers=[], norm_topk_prob=True, router_aux_loss_coef=0.001)
+        model_cls = transformers.Qwen3MoeForCausalLM
+    elif arch == "qwen2":
         config = transformers.Qwen2Config(**common, use_sliding_window=False)
         model_cls = transformers.Qwen2ForCausalLM
     else:

@@ -20,7 +20,8 @@ def engine_settings(cfg, device: str, world_size: int, lr: float | None = None) 
                           offload_params=d.offload_params, lr=lr or t.lr, min_lr_ratio=t.min_lr_ratio,
                           lr_schedule=t.lr_schedule, warmup_steps=t.warmup_steps, total_steps=t.max_steps,
                           weight_decay=t.weight_decay, adam_betas=tuple(t.adam_betas), adam_eps=t.adam_eps,
-                          grad_clip=t.grad_clip, max_tokens_per_micro_batch=t.max_tokens_per_micro_batch)
+                          grad_clip=t.grad_clip, max_tokens_per_micro_batch=t.max_tokens_per_micro_batch,
+                          router_aux_loss_coef=cfg.model.router_aux_loss_coef)
 
 
 def start_train_group(role: str, cfg, model_path: str, device: str, *, trainable: bool, lr: float | None = None,

@@ -53,7 +53,8 @@ class OnlinePairs:
         check_columns(self.reward, self.rows, cfg.data.train or "the embedded task's prompts", "reward")
         self.sampling = rollout_sampling(cfg, end_of_turn_ids(tokenizer))
         # the engines sample on GPUs of their own, whatever cluster.colocate says
-        if (problem := weight_sync.problem(cfg, device, colocated=False)) is not None:
+        if (problem := weight_sync.problem(cfg, device, colocated=False) or
+                weight_sync.moe_problem(cfg, model_path, device)) is not None:
             raise ConfigError(problem)
         self.sync = weight_sync.weight_sync(cfg, device, colocated=False)
         self.engines: RolloutGroup | None = None

@@ -16,6 +16,7 @@ from rlsys.actors.cluster import reserve, resolve_device
 from rlsys.algorithms.ensemble import combine_heads
 from rlsys.config.jobs import uses_reference
 from rlsys.config.losses import PairwiseLoss, PreferenceLoss
+from rlsys.engine.moe import ROUTER_METRICS
 from rlsys.data.batching import batch_at, require_batch
 from rlsys.data.job_data import feedback_rows, near_miss_pairs, preference_pairs
 from rlsys.loop.checkpoints import Checkpoints
@@ -27,7 +28,7 @@ from rlsys.trainers.held_out import HeldOut
 
 SHOWN = ("loss", "accuracy", "margin", "chosen_reward", "rejected_reward", "chosen_score", "rejected_score",
          "preference_loss", "chosen_nll", "log_odds_ratio", "desirable_reward", "undesirable_reward", "kl",
-         "head_std", "grad_norm", "lr")
+         "head_std", "grad_norm", "lr", *ROUTER_METRICS)
 
 
 def both_sides(pairs: dict[str, list]) -> dict[str, list]:

@@ -110,7 +110,8 @@ class RLController:
         self.greedy = Sampling(n=1, temperature=0.0, max_new_tokens=r.max_new_tokens, stop=list(r.stop),
                                stop_token_ids=stops)
         self.episodes = episode_runner(cfg, self.tokenizer, self.model_path, stops) if uses_environment(cfg) else None
-        if (problem := weight_sync.problem(cfg, self.device)) is not None:
+        if (problem := weight_sync.problem(cfg, self.device) or
+                weight_sync.moe_problem(cfg, self.model_path, self.device)) is not None:
             raise ConfigError(problem)
         self.weight_sync = weight_sync.weight_sync(cfg, self.device)
         self.kl_ctl = build_kl_controller(a.kl_controller, a.kl_coef, a.kl_target, a.kl_horizon)

@@ -11,6 +11,7 @@ from pathlib import Path
 from rlsys.actors.cluster import reserve, resolve_device
 from rlsys.config.jobs import streams, uses_environment
 from rlsys.config.losses import LanguageModelLoss
+from rlsys.engine.moe import ROUTER_METRICS
 from rlsys.data.batching import batch_at, require_batch
 from rlsys.data.job_data import pretrain_blocks, sft_examples
 from rlsys.data.stream_plan import stream_plan
@@ -93,7 +94,8 @@ class SupervisedController:
             tokens = sum(len(ids) for ids in batch["input_ids"])
         elapsed = time.perf_counter() - began
         return {"train/loss": result["loss"], "train/grad_norm": result["grad_norm"], "train/lr": result["lr"],
-                "perf/step_s": elapsed, "perf/tokens_per_s": tokens / elapsed, **mixture_shares(result)}
+                "perf/step_s": elapsed, "perf/tokens_per_s": tokens / elapsed, **mixture_shares(result),
+                **{f"train/{k}": result[k] for k in ROUTER_METRICS if k in result}}
 
     def evaluate(self, step: int) -> tuple[dict[str, float], list[dict]]:
         if not self.held_out:
