@@ -11,10 +11,10 @@ from pathlib import Path
 from rlsys.actors.cluster import reserve, resolve_device
 from rlsys.config.jobs import streams, uses_environment
 from rlsys.config.losses import LanguageModelLoss
-from rlsys.engine.moe import ROUTER_METRICS
 from rlsys.data.batching import batch_at, require_batch
 from rlsys.data.job_data import pretrain_blocks, sft_examples
 from rlsys.data.stream_plan import stream_plan
+from rlsys.engine.moe import ROUTER_METRICS
 from rlsys.envs import loading
 from rlsys.loop.checkpoints import Checkpoints
 from rlsys.loop.run_folder import base_model_path, prepare_output_dir
