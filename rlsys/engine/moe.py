@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rlsys.algorithms.moe import expert_shares, load_balancing_loss
+from rlsys.algorithms.load_balancing import expert_shares, load_balancing_loss
 
 
 ROUTER_METRICS = ("aux_loss", "expert_load_max", "expert_load_min")  # logged as train/<name>

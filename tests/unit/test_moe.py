@@ -3,7 +3,7 @@ in the format vLLM loads (one tensor per expert, as checkpoints hold them)."""
 import pytest
 import torch
 
-from rlsys.algorithms.moe import expert_shares, load_balancing_loss
+from rlsys.algorithms.load_balancing import expert_shares, load_balancing_loss
 from rlsys.engine.moe import captured_router_logits, router_terms, routing_of
 
 
