@@ -28,5 +28,9 @@ def load_balancing_loss(router_logits: list[torch.Tensor], top_k: int, mask: tor
     """experts * top_k * sum_e f_e * P_e, with f_e the share of assignments to expert e (no gradient through the
     top-k) and P_e its mean router probability: top_k when both are even, up to experts * top_k when one expert
     takes everything."""
-    assigned, probability = expert_shares(router_logits, top_k, mask)
-    return router_logits[0].shape[-1] * top_k * (assigned * probability).sum()
+    return balance_loss(*expert_shares(router_logits, top_k, mask), top_k)
+
+
+def balance_loss(assigned: torch.Tensor, probability: torch.Tensor, top_k: int) -> torch.Tensor:
+    """load_balancing_loss from expert_shares' two vectors."""
+    return assigned.numel() * top_k * (assigned * probability).sum()

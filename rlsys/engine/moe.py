@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rlsys.algorithms.load_balancing import expert_shares, load_balancing_loss
-
+from rlsys.algorithms.load_balancing import balance_loss, expert_shares
 
 ROUTER_METRICS = ("aux_loss", "expert_load_max", "expert_load_min")  # logged as train/<name>
 
@@ -66,10 +65,9 @@ def router_terms(captured: RouterLogits, routing: Routing, mask: torch.Tensor | 
     """The weighted load-balancing loss to add to a micro-batch's loss, and its metrics (this micro-batch's
     `share` of the mini-batch, so they add up over micro-batches and ranks): `aux_loss`, and the busiest and
     idlest expert's share of the routing relative to an even one (1: balanced)."""
-    aux = load_balancing_loss(captured.logits, routing.top_k, mask)
-    with torch.no_grad():
-        assigned, _ = expert_shares(captured.logits, routing.top_k, mask)
-        even = assigned * assigned.numel()
+    assigned, probability = expert_shares(captured.logits, routing.top_k, mask)  # assigned: counts, no gradient
+    aux = balance_loss(assigned, probability, routing.top_k)
+    even = assigned * assigned.numel()
     metrics = {"aux_loss": aux.item() * share, "expert_load_max": even.max().item() * share,
                "expert_load_min": even.min().item() * share}
     return routing.aux_loss_coef * share * aux, metrics

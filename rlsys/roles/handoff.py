@@ -30,9 +30,7 @@ class DeviceHandoff:
     def to_engines(self, send: Callable[[], dict] | None = None) -> dict[str, float]:
         """The engines get the devices, with the policy's current weights when `send` is given (its stats
         returned)."""
-        if not self.colocated:
-            return send() if send else {}
-        if self.holder == ENGINES:  # awake already: weights and cache are where they belong
+        if not self.colocated or self.holder == ENGINES:  # the engines' devices are theirs already
             return send() if send else {}
         for group in self.trainers:
             group.offload_states()
